@@ -1,0 +1,78 @@
+"""docpipe: every entry point of the system, each handing its event to chalicelib.
+
+Read top to bottom, this file is the list of ways into docpipe: the REST routes, the jobs-queue worker, the
+dead-letter backstop, the S3 upload trigger and the keep-warm schedule.
+"""
+
+import functools
+import os
+
+from chalice import Chalice, ConvertToMiddleware, Rate
+
+from chalicelib import api
+from chalicelib.config import get_settings
+from chalicelib.observability import logger, metrics
+from chalicelib.services import get_services
+
+app = Chalice(app_name="docpipe")
+app.api.binary_types.append("application/pdf")
+app.register_middleware(ConvertToMiddleware(functools.partial(logger.inject_lambda_context, clear_state=True)))
+app.register_middleware(ConvertToMiddleware(metrics.log_metrics), "sqs")
+
+# Names are stage-level environment variables, which Chalice sets before it imports this file for a deploy.
+STAGE = os.environ.get("DOCPIPE_STAGE", "dev")
+JOBS_QUEUE = os.environ.get("DOCPIPE_JOBS_QUEUE", f"docpipe-{STAGE}-jobs")
+DEAD_LETTER_QUEUE = os.environ.get("DOCPIPE_DEAD_LETTER_QUEUE", f"docpipe-{STAGE}-jobs-dlq")
+BUCKET = os.environ.get("DOCPIPE_BUCKET", f"docpipe-{STAGE}-documents")
+REQUIRE_API_KEY = os.environ.get("DOCPIPE_REQUIRE_API_KEY", "false") == "true"
+
+
+@app.route("/health", methods=["GET"])
+def health():
+    return {"status": "ok", "service": "docpipe"}
+
+
+# "*/*": one route takes JSON, PDF and text bodies; Chalice would refuse a list mixing binary and text types,
+# so the media type is checked in chalicelib and an unknown one gets the documented 415.
+@app.route("/jobs", methods=["POST"], content_types=["*/*"], api_key_required=REQUIRE_API_KEY)
+def submit_job():
+    request = app.current_request
+    return api.guarded(lambda: api.submit_job(request, get_services()))
+
+
+@app.route("/jobs/{job_id}", methods=["GET"], api_key_required=REQUIRE_API_KEY)
+def get_job(job_id):
+    return api.guarded(lambda: api.get_job(job_id, get_services()))
+
+
+@app.route("/jobs/{job_id}/result", methods=["GET"], api_key_required=REQUIRE_API_KEY)
+def get_job_result(job_id):
+    return api.guarded(lambda: api.get_result(job_id, get_services()))
+
+
+@app.on_sqs_message(queue=JOBS_QUEUE, batch_size=5, maximum_batching_window_in_seconds=1)
+def process_jobs(event):
+    from chalicelib.worker import handle_job_batch
+
+    return handle_job_batch(event.to_dict(), event.context, get_services())
+
+
+@app.on_sqs_message(queue=DEAD_LETTER_QUEUE, batch_size=10)
+def fail_dead_letters(event):
+    from chalicelib.worker import handle_dead_letters
+
+    handle_dead_letters(event.to_dict(), get_services())
+
+
+@app.on_s3_event(bucket=BUCKET, prefix="incoming/", events=["s3:ObjectCreated:*"])
+def start_job_from_upload(event):
+    from chalicelib.uploads import handle_upload
+
+    handle_upload(event.bucket, event.key, get_services())
+
+
+@app.schedule(Rate(5, unit=Rate.MINUTES))
+def keep_warm(event):
+    from chalicelib.keepwarm import ping
+
+    return ping(get_settings().api_url)

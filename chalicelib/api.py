@@ -1,0 +1,75 @@
+"""The REST adapter: Chalice requests in, JSON responses out, every client mistake a 4xx in one shape.
+
+Error bodies are always ``{"error": {"code", "message"}}``; a client mistake is never a 5xx.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from chalice import Response
+
+from chalicelib.errors import NotFound, RequestError
+from chalicelib.intake import JOB_ID_PATTERN, fingerprint, parse_submission, submit
+from chalicelib.observability import logger
+from chalicelib.services import Services
+
+JSON = {"Content-Type": "application/json"}
+
+
+def error_response(code: str, message: str, status: int) -> Response:
+    return Response(body={"error": {"code": code, "message": message}}, status_code=status, headers=JSON)
+
+
+def guarded(view: Callable[[], Response]) -> Response:
+    """Run a view; turn client mistakes into their 4xx and anything else into a logged, opaque 500."""
+    try:
+        return view()
+    except RequestError as exc:
+        return error_response(exc.code, exc.message, exc.status)
+    except Exception:
+        logger.exception("unhandled error in route")
+        return error_response("internal_error", "docpipe failed to handle the request; it has been logged", 500)
+
+
+def submit_job(request: Any, services: Services) -> Response:
+    body = request.raw_body or b""
+    headers = request.headers
+    query = dict(request.query_params or {})
+    submission = parse_submission(headers.get("content-type"), query, body, services.settings.max_request_bytes)
+    job_id = submit(submission, services, idempotency_key=headers.get("idempotency-key"),
+                    fingerprint=fingerprint(headers.get("content-type"), query, body))
+    job = services.jobs.get(job_id)
+    view = job.to_view() if job else {"job_id": job_id, "status": "QUEUED"}
+    view["links"] = _links(job_id)
+    return Response(body=view, status_code=202, headers={**JSON, "Location": f"/jobs/{job_id}"})
+
+
+def get_job(job_id: str, services: Services) -> Response:
+    job = _find(job_id, services)
+    view = job.to_view()
+    view["links"] = _links(job_id)
+    return Response(body=view, status_code=200, headers=JSON)
+
+
+def get_result(job_id: str, services: Services) -> Response:
+    job = _find(job_id, services)
+    if job.status == "FAILED":
+        error = job.error or {}
+        return error_response("job_failed", f"job {job_id} FAILED with {error.get('code')}: {error.get('message')}",
+                              409)
+    if job.status != "SUCCEEDED" or not job.result_key:
+        return error_response("not_finished", f"job {job_id} is {job.status}; poll GET /jobs/{job_id} until it "
+                                              "is SUCCEEDED", 409)
+    return Response(body=services.documents.get_result(job.result_key), status_code=200, headers=JSON)
+
+
+def _find(job_id: str, services: Services):
+    job = services.jobs.get(job_id) if JOB_ID_PATTERN.match(job_id or "") else None
+    if job is None:
+        raise NotFound(f"no job {job_id}")
+    return job
+
+
+def _links(job_id: str) -> dict[str, str]:
+    return {"self": f"/jobs/{job_id}", "result": f"/jobs/{job_id}/result"}

@@ -1,0 +1,106 @@
+"""The one home of docpipe's configuration: environment variables, their defaults and their validation.
+
+Every variable is listed in the README's configuration table. Values are read when ``get_settings()`` is first
+called (not at import), because Chalice applies per-stage variables just before a handler runs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Mapping
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Settings:
+    stage: str
+    bucket: str
+    jobs_table: str
+    idempotency_table: str
+    jobs_queue: str
+    dead_letter_queue: str
+    model: str
+    llm_api_key: str | None
+    llm_base_url: str | None
+    llm_concurrency: int
+    llm_timeout_seconds: float
+    llm_max_attempts: int
+    chunk_tokens: int
+    chunk_overlap_tokens: int
+    max_request_bytes: int
+    max_document_bytes: int
+    max_document_pages: int
+    default_max_total_tokens: int
+    job_retention_days: int
+    api_url: str | None
+
+    @property
+    def uses_openai(self) -> bool:
+        """An OpenAI-compatible endpoint is configured; otherwise the offline provider does the work."""
+        return bool(self.llm_api_key or self.llm_base_url)
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive, got {value}")
+    return value
+
+
+def load_settings(env: Mapping[str, str] = os.environ) -> Settings:
+    stage = env.get("DOCPIPE_STAGE", "dev")
+    chunk_tokens = _int(env, "DOCPIPE_CHUNK_TOKENS", 1000, minimum=50)
+    overlap = _int(env, "DOCPIPE_CHUNK_OVERLAP_TOKENS", 100)
+    if overlap >= chunk_tokens // 2:
+        raise ConfigError("DOCPIPE_CHUNK_OVERLAP_TOKENS must be less than half of DOCPIPE_CHUNK_TOKENS")
+    return Settings(
+        stage=stage,
+        bucket=env.get("DOCPIPE_BUCKET", f"docpipe-{stage}-documents"),
+        jobs_table=env.get("DOCPIPE_JOBS_TABLE", f"docpipe-{stage}-jobs"),
+        idempotency_table=env.get("DOCPIPE_IDEMPOTENCY_TABLE", f"docpipe-{stage}-idempotency"),
+        jobs_queue=env.get("DOCPIPE_JOBS_QUEUE", f"docpipe-{stage}-jobs"),
+        dead_letter_queue=env.get("DOCPIPE_DEAD_LETTER_QUEUE", f"docpipe-{stage}-jobs-dlq"),
+        model=env.get("DOCPIPE_MODEL", "gpt-4o-mini"),
+        llm_api_key=env.get("OPENAI_API_KEY") or None,
+        llm_base_url=env.get("OPENAI_BASE_URL") or None,
+        llm_concurrency=_int(env, "DOCPIPE_LLM_CONCURRENCY", 16, minimum=1),
+        llm_timeout_seconds=_float(env, "DOCPIPE_LLM_TIMEOUT_SECONDS", 60.0),
+        llm_max_attempts=_int(env, "DOCPIPE_LLM_MAX_ATTEMPTS", 3, minimum=1),
+        chunk_tokens=chunk_tokens,
+        chunk_overlap_tokens=overlap,
+        max_request_bytes=_int(env, "DOCPIPE_MAX_REQUEST_BYTES", 6 * 1024 * 1024, minimum=1024),
+        max_document_bytes=_int(env, "DOCPIPE_MAX_DOCUMENT_BYTES", 100 * 1024 * 1024, minimum=1024),
+        max_document_pages=_int(env, "DOCPIPE_MAX_DOCUMENT_PAGES", 2000, minimum=1),
+        default_max_total_tokens=_int(env, "DOCPIPE_DEFAULT_MAX_TOTAL_TOKENS", 2_000_000, minimum=1000),
+        job_retention_days=_int(env, "DOCPIPE_JOB_RETENTION_DAYS", 30, minimum=1),
+        api_url=env.get("DOCPIPE_API_URL") or None,
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()

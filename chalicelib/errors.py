@@ -1,0 +1,56 @@
+"""Errors as values a client can act on: a stable ``code``, a human ``message``.
+
+Three families, because each is handled differently at the edge:
+
+* ``RequestError`` — the client sent something wrong; the route answers a 4xx and no job is created.
+* ``JobFailure`` — the job cannot succeed however often it is retried (an encrypted PDF, a rejected API key);
+  the worker marks it FAILED with this code and deletes the message.
+* ``TransientError`` — worth another try (throttling, a provider outage); the worker leaves the message
+  to SQS, which redelivers it after the visibility timeout and, after the last receive, to the DLQ.
+"""
+
+from __future__ import annotations
+
+
+class DocpipeError(Exception):
+    code = "internal_error"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+    def to_dict(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message}
+
+
+class RequestError(DocpipeError):
+    """A client mistake: answered with ``status`` and never turned into a job."""
+
+    def __init__(self, code: str, message: str, *, status: int = 400) -> None:
+        super().__init__(message, code=code)
+        self.status = status
+
+
+class NotFound(RequestError):
+    def __init__(self, message: str) -> None:
+        super().__init__("not_found", message, status=404)
+
+
+class JobFailure(DocpipeError):
+    """Permanent: the job ends FAILED with this code.
+
+    Document codes: ``encrypted``, ``no_text``, ``corrupt_pdf``, ``unsupported_type``, ``too_large``, ``empty``.
+    LLM codes: ``llm_unavailable``, ``budget_exceeded``.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message, code=code)
+
+
+class TransientError(DocpipeError):
+    """Worth retrying later; after the last delivery the job fails with ``code``."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message, code=code)

@@ -1,0 +1,235 @@
+"""Job state in DynamoDB, moved only by conditional writes.
+
+A job goes QUEUED → RUNNING → SUCCEEDED | FAILED and never backwards. SQS delivers at least once, so every
+transition is a condition on the current state: a duplicate delivery cannot claim a job that another worker holds
+(until that worker's lease runs out), and nothing can touch a finished job. Nested values (task, usage, error) are
+stored as JSON strings so they round-trip exactly, with no Decimal conversions.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+QUEUED, RUNNING, SUCCEEDED, FAILED = "QUEUED", "RUNNING", "SUCCEEDED", "FAILED"
+TERMINAL = (SUCCEEDED, FAILED)
+
+_JSON_FIELDS = ("task", "document", "usage", "warnings", "error", "last_error", "timings")
+
+
+@dataclass
+class Job:
+    job_id: str
+    status: str
+    task: dict[str, Any]
+    document: dict[str, Any]
+    created_at: float
+    source: str = "api"
+    started_at: float | None = None
+    finished_at: float | None = None
+    chunks_done: int = 0
+    chunks_total: int | None = None
+    attempts: int = 0
+    lease_until: float = 0.0
+    usage: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    error: dict[str, str] | None = None
+    last_error: dict[str, str] | None = None
+    result_key: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in TERMINAL
+
+    def to_view(self) -> dict[str, Any]:
+        """What ``GET /jobs/{job_id}`` shows a client."""
+        view: dict[str, Any] = {
+            "job_id": self.job_id,
+            "status": self.status,
+            "source": self.source,
+            "task": self.task,
+            "document": self.document,
+            "progress": {"chunks_done": self.chunks_done, "chunks_total": self.chunks_total},
+            "attempts": self.attempts,
+            "created_at": _iso(self.created_at),
+            "started_at": _iso(self.started_at),
+            "finished_at": _iso(self.finished_at),
+            "timings": self.timings,
+            "usage": self.usage,
+            "warnings": self.warnings,
+        }
+        if self.error:
+            view["error"] = self.error
+        elif self.last_error and not self.finished:
+            view["last_error"] = self.last_error
+        return view
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value
+
+
+def _from_item(item: dict[str, Any]) -> Job:
+    data = {k: _plain(v) for k, v in item.items()}
+    for name in _JSON_FIELDS:
+        if isinstance(data.get(name), str):
+            data[name] = json.loads(data[name])
+    known = Job.__dataclass_fields__
+    return Job(**{k: v for k, v in data.items() if k in known})
+
+
+def _dec(value: float) -> Decimal:
+    return Decimal(str(round(value, 3)))
+
+
+class JobStore:
+    """All reads and writes of job rows. Receives the DynamoDB Table, so tests can hand it any table."""
+
+    def __init__(self, table: Any, *, retention_days: int = 30, clock=time.time) -> None:
+        self._table = table
+        self._retention_seconds = retention_days * 86400
+        self._clock = clock
+
+    def create(self, job: Job) -> bool:
+        """Insert a new job; False when a job with this id already exists (a duplicate submission)."""
+        from botocore.exceptions import ClientError
+
+        item: dict[str, Any] = {
+            "job_id": job.job_id,
+            "status": QUEUED,
+            "source": job.source,
+            "created_at": _dec(job.created_at),
+            "chunks_done": 0,
+            "attempts": 0,
+            "lease_until": 0,
+            "expires_at": int(job.created_at + self._retention_seconds),
+            "task": json.dumps(job.task),
+            "document": json.dumps(job.document),
+            "warnings": json.dumps(job.warnings),
+        }
+        try:
+            self._table.put_item(Item=item, ConditionExpression="attribute_not_exists(job_id)")
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def get(self, job_id: str) -> Job | None:
+        item = self._table.get_item(Key={"job_id": job_id}, ConsistentRead=True).get("Item")
+        return _from_item(item) if item else None
+
+    def claim(self, job_id: str, lease_seconds: float) -> Job | None:
+        """Take the job for this worker: QUEUED, or RUNNING with an expired lease (its worker died).
+
+        None when the job is finished or another live worker holds it — a duplicate delivery.
+        """
+        now = self._clock()
+        return self._update(
+            job_id,
+            "SET #s = :running, lease_until = :lease, started_at = if_not_exists(started_at, :now) "
+            "ADD attempts :one",
+            "#s = :queued OR (#s = :running AND lease_until < :now)",
+            {":running": RUNNING, ":queued": QUEUED, ":lease": _dec(now + lease_seconds), ":now": _dec(now),
+             ":one": 1},
+        )
+
+    def set_chunks_total(self, job_id: str, total: int, warnings: list[str]) -> None:
+        self._table.update_item(
+            Key={"job_id": job_id},
+            UpdateExpression="SET chunks_total = :t, #w = :w",
+            ConditionExpression="#s = :running",
+            ExpressionAttributeNames={"#s": "status", "#w": "warnings"},
+            ExpressionAttributeValues={":t": total, ":w": json.dumps(warnings), ":running": RUNNING},
+        )
+
+    def record_progress(self, job_id: str, chunks_done: int) -> None:
+        """Progress only moves forward, even when writes from parallel tasks arrive out of order."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self._table.update_item(
+                Key={"job_id": job_id},
+                UpdateExpression="SET chunks_done = :d",
+                ConditionExpression="#s = :running AND chunks_done < :d",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={":d": chunks_done, ":running": RUNNING},
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+
+    def mark_succeeded(self, job_id: str, *, result_key: str, usage: dict, warnings: list[str],
+                       timings: dict[str, float], chunks_total: int) -> bool:
+        return self._update(
+            job_id,
+            "SET #s = :done, finished_at = :now, result_key = :key, #u = :usage, #w = :w, "
+            "#t = :timings, chunks_done = :total, chunks_total = :total, lease_until = :zero "
+            "REMOVE last_error",
+            "#s = :running",
+            {":done": SUCCEEDED, ":running": RUNNING, ":now": _dec(self._clock()), ":key": result_key,
+             ":usage": json.dumps(usage), ":w": json.dumps(warnings), ":timings": json.dumps(timings),
+             ":total": chunks_total, ":zero": 0},
+            names={"#u": "usage", "#w": "warnings", "#t": "timings"},
+        ) is not None
+
+    def mark_failed(self, job_id: str, error: dict[str, str], *, usage: dict | None = None,
+                    warnings: list[str] | None = None) -> bool:
+        """Finish the job as FAILED with a reason; False if it had already finished."""
+        values: dict[str, Any] = {":failed": FAILED, ":done": SUCCEEDED, ":now": _dec(self._clock()),
+                                  ":error": json.dumps(error), ":zero": 0}
+        extra = ""
+        if usage is not None:
+            extra += ", #u = :usage"
+            values[":usage"] = json.dumps(usage)
+        if warnings is not None:
+            extra += ", #w = :w"
+            values[":w"] = json.dumps(warnings)
+        return self._update(
+            job_id,
+            f"SET #s = :failed, finished_at = :now, #e = :error, lease_until = :zero{extra}",
+            "attribute_exists(job_id) AND #s <> :failed AND #s <> :done",
+            values,
+            names={"#e": "error", **({"#u": "usage"} if usage is not None else {}),
+                   **({"#w": "warnings"} if warnings is not None else {})},
+        ) is not None
+
+    def release(self, job_id: str, error: dict[str, str]) -> None:
+        """An attempt failed but may be retried: keep RUNNING, note why, and let the next delivery claim it."""
+        self._update(
+            job_id,
+            "SET last_error = :error, lease_until = :zero",
+            "#s = :running",
+            {":error": json.dumps(error), ":zero": 0, ":running": RUNNING},
+        )
+
+    def _update(self, job_id: str, expression: str, condition: str, values: dict[str, Any],
+                names: dict[str, str] | None = None) -> Job | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            response = self._table.update_item(
+                Key={"job_id": job_id},
+                UpdateExpression=expression,
+                ConditionExpression=condition,
+                ExpressionAttributeNames={"#s": "status", **(names or {})},
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return None
+            raise
+        return _from_item(response["Attributes"])

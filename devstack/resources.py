@@ -1,0 +1,90 @@
+"""Create docpipe's AWS resources in the emulator from the one definition in ``infra/template.json``.
+
+moto's CloudFormation creates the bucket, queues (with the redrive policy) and tables, but does not enable TTL,
+skips alarms, and cannot wire bucket notifications; those few extras are applied here afterwards. The bucket's
+``incoming/`` notifications go to a local events queue that the dispatcher turns into S3 events for the app's
+S3 handler — what S3 → Lambda does on AWS.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+PROJECT = Path(__file__).resolve().parent.parent
+TEMPLATE = PROJECT / "infra" / "template.json"
+CONFIG = PROJECT / ".chalice" / "config.json"
+
+
+@dataclass(frozen=True)
+class LocalResources:
+    bucket: str
+    jobs_queue: str
+    dead_letter_queue: str
+    jobs_table: str
+    idempotency_table: str
+    s3_events_queue: str
+
+
+def client(service: str, endpoint: str) -> Any:
+    return boto3.client(service, endpoint_url=endpoint, region_name="us-east-1",
+                        aws_access_key_id="local", aws_secret_access_key="local")
+
+
+def worker_timeout(stage: str) -> int:
+    config = json.loads(CONFIG.read_text())
+    functions = config["stages"][stage].get("lambda_functions", {})
+    return int(functions.get("process_jobs", {}).get("lambda_timeout", 60))
+
+
+def provision(endpoint: str, *, stage: str, bucket: str, s3_notifications: list[Any],
+              visibility_timeout: int | None = None) -> LocalResources:
+    """Create the stack (once; a second call finds it) and apply what moto's CloudFormation leaves out."""
+    cfn = client("cloudformation", endpoint)
+    name = f"docpipe-{stage}"
+    existing = [s for s in cfn.list_stacks()["StackSummaries"]
+                if s["StackName"] == name and s["StackStatus"] != "DELETE_COMPLETE"]
+    if not existing:
+        # Same rule as the deploy: the queue hides a message for six worker timeouts.
+        visibility = visibility_timeout or min(6 * worker_timeout(stage), 43200)
+        cfn.create_stack(StackName=name, TemplateBody=TEMPLATE.read_text(), Parameters=[
+            {"ParameterKey": "Stage", "ParameterValue": stage},
+            {"ParameterKey": "BucketName", "ParameterValue": bucket},
+            {"ParameterKey": "VisibilityTimeoutSeconds", "ParameterValue": str(visibility)},
+        ])
+    outputs = {o["OutputKey"]: o["OutputValue"]
+               for o in cfn.describe_stacks(StackName=name)["Stacks"][0].get("Outputs", [])}
+    resources = LocalResources(
+        bucket=outputs["BucketName"], jobs_queue=outputs["JobsQueueName"],
+        dead_letter_queue=outputs["DeadLetterQueueName"], jobs_table=outputs["JobsTableName"],
+        idempotency_table=outputs["IdempotencyTableName"], s3_events_queue=f"docpipe-{stage}-s3-events")
+    dynamodb = client("dynamodb", endpoint)
+    dynamodb.update_time_to_live(TableName=resources.jobs_table,
+                                 TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"})
+    dynamodb.update_time_to_live(TableName=resources.idempotency_table,
+                                 TimeToLiveSpecification={"Enabled": True, "AttributeName": "expiration"})
+    _wire_notifications(endpoint, resources, s3_notifications)
+    return resources
+
+
+def _wire_notifications(endpoint: str, resources: LocalResources, s3_notifications: list[Any]) -> None:
+    sqs = client("sqs", endpoint)
+    queue_url = sqs.create_queue(QueueName=resources.s3_events_queue,
+                                 Attributes={"VisibilityTimeout": "30"})["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    configurations = []
+    for index, source in enumerate(s3_notifications):
+        rules = [{"Name": "prefix", "Value": source.prefix}] if source.prefix else []
+        if source.suffix:
+            rules.append({"Name": "suffix", "Value": source.suffix})
+        entry: dict[str, Any] = {"Id": f"{source.name}-{index}", "QueueArn": queue_arn, "Events": source.events}
+        if rules:
+            entry["Filter"] = {"Key": {"FilterRules": rules}}
+        configurations.append(entry)
+    s3 = client("s3", endpoint)
+    s3.put_bucket_notification_configuration(Bucket=resources.bucket,
+                                             NotificationConfiguration={"QueueConfigurations": configurations})
