@@ -17,6 +17,8 @@ from chalicelib.pipeline import process_job
 from chalicelib.services import Services
 
 # A job whose worker dies keeps its lease this much past the invocation's end before another delivery may take it.
+# The lease (at most twice the function timeout) stays shorter than the queue's visibility timeout (six times the
+# function timeout), so a redelivered message always finds the lease of a dead worker expired.
 LEASE_MARGIN_SECONDS = 30
 
 
@@ -53,7 +55,7 @@ def handle_job_record(record: Any, context: Any, services: Services) -> None:
     receives = int(record.attributes.approximate_receive_count or 1)
     remaining = context.get_remaining_time_in_millis() / 1000 if context else 900
     try:
-        process_job(job_id, services, lease_seconds=remaining + LEASE_MARGIN_SECONDS)
+        process_job(job_id, services, lease_seconds=remaining + min(LEASE_MARGIN_SECONDS, remaining))
     except TransientError as exc:
         _retry_or_fail(job_id, exc.to_dict(), receives, services)
     except Exception as exc:

@@ -42,7 +42,7 @@ def function_settings(stage: str) -> dict[str, dict]:
 
 
 def run(port: int, emulator_url: str, *, stage: str = "local", schedule_seconds: float | None = None,
-        visibility_timeout: int | None = None) -> None:
+        worker_timeout: int | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     app_module = import_app(stage, emulator_url, port)
     from chalice.app import S3EventConfig
@@ -55,13 +55,16 @@ def run(port: int, emulator_url: str, *, stage: str = "local", schedule_seconds:
     # Idempotent: the first start creates the resources, a restart finds them (and the jobs in them) intact.
     provision(emulator_url, stage=stage, bucket=os.environ["DOCPIPE_BUCKET"],
               s3_notifications=[s for s in app_module.app.event_sources if isinstance(s, S3EventConfig)],
-              visibility_timeout=visibility_timeout)
+              visibility_timeout=6 * worker_timeout if worker_timeout else None)
+    settings = function_settings(stage)
+    if worker_timeout:
+        settings.setdefault("process_jobs", {})["lambda_timeout"] = worker_timeout
 
     config = CLIFactory(project_dir=str(PROJECT)).create_config_obj(chalice_stage_name=stage)
     server = create_local_server(app_module.app, config, "127.0.0.1", port)
     handlers = {source.name: getattr(app_module, source.name) for source in app_module.app.event_sources}
     dispatcher = Dispatcher(app_module.app, handlers, client("sqs", emulator_url),
-                            function_settings=function_settings(stage),
+                            function_settings=settings,
                             s3_events_queue=f"docpipe-{stage}-s3-events", schedule_seconds=schedule_seconds)
     dispatcher.start()
 

@@ -18,14 +18,14 @@ LOCAL_DIR = PROJECT / ".local"
 
 class LocalStack:
     def __init__(self, *, api_port: int, emulator_port: int, stage: str = "local",
-                 extra_env: dict[str, str] | None = None, visibility_timeout: int | None = None,
+                 extra_env: dict[str, str] | None = None, worker_timeout: int | None = None,
                  schedule_seconds: float | None = None, app_log: Path | None = None) -> None:
         self.api_port = api_port
         self.api_url = f"http://127.0.0.1:{api_port}"
         self.stage = stage
         self.emulator = Emulator(emulator_port, LOCAL_DIR / f"emulator-{emulator_port}.log")
         self._extra_env = extra_env or {}
-        self._visibility_timeout = visibility_timeout
+        self._worker_timeout = worker_timeout
         self._schedule_seconds = schedule_seconds
         self._app_log = app_log
         self._app: subprocess.Popen | None = None
@@ -45,8 +45,8 @@ class LocalStack:
                    self.emulator.url, "--stage", self.stage]
         if self._schedule_seconds:
             command += ["--schedule-seconds", str(self._schedule_seconds)]
-        if self._visibility_timeout:
-            command += ["--visibility-timeout", str(self._visibility_timeout)]
+        if self._worker_timeout:
+            command += ["--worker-timeout", str(self._worker_timeout)]
         output = open(self._app_log, "ab") if self._app_log else None
         self._app = subprocess.Popen(command, cwd=PROJECT, env={**os.environ, **self._extra_env},
                                      stdout=output, stderr=subprocess.STDOUT if output else None)
