@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 STAGE ?= dev
 
-.PHONY: demo test serve bench deploy clean
+.PHONY: demo test serve deploy clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,9 +21,6 @@ test: $(VENV)/.installed
 
 serve: $(VENV)/.installed
 	$(PY) -m devstack serve --port $(PORT)
-
-bench: $(VENV)/.installed
-	$(PY) -m bench
 
 deploy: $(VENV)/.installed
 	$(PY) -m scripts.deploy --stage $(STAGE)

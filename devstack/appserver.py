@@ -69,6 +69,7 @@ def run(port: int, emulator_url: str, *, stage: str = "local", schedule_seconds:
     dispatcher.start()
 
     def shut_down(*_):
+        dispatcher.request_stop()
         threading.Thread(target=server.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, shut_down)

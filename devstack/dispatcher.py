@@ -53,6 +53,9 @@ class Dispatcher:
         if s3_sources:
             self._spawn("s3-notifications", self._poll_s3_notifications, s3_sources)
 
+    def request_stop(self) -> None:
+        self._stop.set()
+
     def stop(self) -> None:
         self._stop.set()
         for thread in self._threads:
@@ -64,11 +67,16 @@ class Dispatcher:
         self._threads.append(thread)
 
     def _guard(self, name: str, target: Callable, *args: Any) -> None:
+        from botocore.exceptions import EndpointConnectionError
+
         while not self._stop.is_set():
             try:
                 target(*args)
                 return
-            except Exception:  # the emulator restarting must not kill the event source for good
+            except EndpointConnectionError as exc:  # the emulator is restarting, or stopping with us
+                if not self._stop.wait(1):
+                    log.warning("%s: %s; retrying", name, exc)
+            except Exception:  # an event source must not die for good
                 log.exception("%s: event source failed; retrying in 1 s", name)
                 self._stop.wait(1)
 
