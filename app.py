@@ -36,8 +36,8 @@ def health():
 # so the media type is checked in chalicelib and an unknown one gets the documented 415.
 @app.route("/jobs", methods=["POST"], content_types=["*/*"], api_key_required=REQUIRE_API_KEY)
 def submit_job():
-    request = app.current_request
-    return api.guarded(lambda: api.submit_job(request, get_services()))
+    request, context = app.current_request, app.lambda_context
+    return api.guarded(lambda: api.submit_job(request, get_services(), context))
 
 
 @app.route("/jobs/{job_id}", methods=["GET"], api_key_required=REQUIRE_API_KEY)

@@ -32,13 +32,13 @@ def guarded(view: Callable[[], Response]) -> Response:
         return error_response("internal_error", "docpipe failed to handle the request; it has been logged", 500)
 
 
-def submit_job(request: Any, services: Services) -> Response:
+def submit_job(request: Any, services: Services, lambda_context: Any = None) -> Response:
     body = request.raw_body or b""
     headers = request.headers
     query = dict(request.query_params or {})
     submission = parse_submission(headers.get("content-type"), query, body, services.settings.max_request_bytes)
     job_id = submit(submission, services, idempotency_key=headers.get("idempotency-key"),
-                    fingerprint=fingerprint(headers.get("content-type"), query, body))
+                    fingerprint=fingerprint(headers.get("content-type"), query, body), lambda_context=lambda_context)
     job = services.jobs.get(job_id)
     view = job.to_view() if job else {"job_id": job_id, "status": "QUEUED"}
     view["links"] = _links(job_id)

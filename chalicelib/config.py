@@ -92,7 +92,8 @@ def load_settings(env: Mapping[str, str] = os.environ) -> Settings:
         llm_max_attempts=_int(env, "DOCPIPE_LLM_MAX_ATTEMPTS", 3, minimum=1),
         chunk_tokens=chunk_tokens,
         chunk_overlap_tokens=overlap,
-        max_request_bytes=_int(env, "DOCPIPE_MAX_REQUEST_BYTES", 6 * 1024 * 1024, minimum=1024),
+        # Lambda takes 6 MB per invocation and binary bodies arrive base64-encoded (4/3 larger).
+        max_request_bytes=_int(env, "DOCPIPE_MAX_REQUEST_BYTES", 4_500_000, minimum=1024),
         max_document_bytes=_int(env, "DOCPIPE_MAX_DOCUMENT_BYTES", 100 * 1024 * 1024, minimum=1024),
         max_document_pages=_int(env, "DOCPIPE_MAX_DOCUMENT_PAGES", 2000, minimum=1),
         default_max_total_tokens=_int(env, "DOCPIPE_DEFAULT_MAX_TOTAL_TOKENS", 2_000_000, minimum=1000),

@@ -38,6 +38,13 @@ class NotFound(RequestError):
         super().__init__("not_found", message, status=404)
 
 
+class ServiceUnavailable(RequestError):
+    """docpipe could not take the request right now (a queue or table unreachable): retrying is the answer."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("service_unavailable", message, status=503)
+
+
 class JobFailure(DocpipeError):
     """Permanent: the job ends FAILED with this code.
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Mapping
 
-from chalicelib.errors import RequestError
+from chalicelib.errors import RequestError, ServiceUnavailable
 from chalicelib.extract import PDF_MAGIC
 from chalicelib.jobs import Job
 from chalicelib.observability import logger
@@ -170,17 +170,16 @@ def create_job(submission: Submission, services: Services, *, job_id: str | None
     try:
         services.queue.send(job_id)
     except Exception as exc:
-        # A job that is not on the queue would wait forever: fail it now and let the client retry.
-        services.jobs.mark_failed(job_id, {"code": "enqueue_failed", "message": "the job could not be queued"})
+        # A job that is not on the queue would wait forever: withdraw it, so the retry creates it afresh.
+        services.jobs.withdraw(job_id)
         logger.exception("enqueue failed", extra={"job_id": job_id})
-        raise RequestError("service_unavailable", "the job could not be queued; retry the request",
-                           status=503) from exc
+        raise ServiceUnavailable("the job could not be queued; retry the request") from exc
     logger.info("job queued", extra={"job_id": job_id, "source": source, "task": submission.task.get("type")})
     return job_id, True
 
 
 def submit(submission: Submission, services: Services, *, idempotency_key: str | None,
-           fingerprint: str) -> str:
+           fingerprint: str, lambda_context: Any = None) -> str:
     """Create the job, or with an ``Idempotency-Key`` return the job an earlier identical request created."""
     if idempotency_key is None:
         return create_job(submission, services)[0]
@@ -189,8 +188,13 @@ def submit(submission: Submission, services: Services, *, idempotency_key: str |
     from aws_lambda_powertools.utilities.idempotency.exceptions import (IdempotencyAlreadyInProgressError,
                                                                         IdempotencyValidationError)
 
+    create, config = _idempotent_create(services.settings.idempotency_table)
+    if lambda_context is not None:
+        # Lets an in-progress record expire with this invocation: a request killed mid-way does not block its
+        # key for the whole 24 hours.
+        config.register_lambda_context(lambda_context)
     try:
-        answer = _idempotent_create(services.settings.idempotency_table)(
+        answer = create(
             request={"key": idempotency_key, "fingerprint": fingerprint}, submission=submission, services=services)
     except IdempotencyValidationError:
         raise RequestError("idempotency_key_reused", "this Idempotency-Key was already used for a different "
@@ -217,7 +221,7 @@ def _idempotent_create(table_name: str):
     def create(request: dict, submission: Submission, services: Services) -> dict:
         return {"job_id": create_job(submission, services)[0]}
 
-    return create
+    return create, config
 
 
 def fingerprint(content_type: str | None, query: Mapping[str, str] | None, body: bytes) -> str:

@@ -108,7 +108,7 @@ class JobStore:
 
         item: dict[str, Any] = {
             "job_id": job.job_id,
-            "status": QUEUED,
+            "status": job.status,
             "source": job.source,
             "created_at": _dec(job.created_at),
             "chunks_done": 0,
@@ -119,6 +119,9 @@ class JobStore:
             "document": json.dumps(job.document),
             "warnings": json.dumps(job.warnings),
         }
+        if job.error:
+            # A submission refused after the fact (bad upload metadata) is recorded FAILED in the same write.
+            item.update({"error": json.dumps(job.error), "finished_at": _dec(job.created_at)})
         try:
             self._table.put_item(Item=item, ConditionExpression="attribute_not_exists(job_id)")
         except ClientError as exc:
@@ -205,6 +208,18 @@ class JobStore:
             names={"#e": "error", **({"#u": "usage"} if usage is not None else {}),
                    **({"#w": "warnings"} if warnings is not None else {})},
         ) is not None
+
+    def withdraw(self, job_id: str) -> None:
+        """Remove a job that never reached the queue, so the client's (or S3's) retry can create it afresh."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self._table.delete_item(Key={"job_id": job_id}, ConditionExpression="#s = :queued",
+                                    ExpressionAttributeNames={"#s": "status"},
+                                    ExpressionAttributeValues={":queued": QUEUED})
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
 
     def release(self, job_id: str, error: dict[str, str]) -> None:
         """An attempt failed but may be retried: keep RUNNING, note why, and let the next delivery claim it."""

@@ -70,9 +70,14 @@ class DocumentStore:
                             dict(response.get("Metadata") or {}), response.get("ETag", "").strip('"'))
 
     def tag_with_job(self, key: str, job_id: str) -> None:
-        """Mark an uploaded object with the job it started, so the uploader can find the job."""
+        """Mark an uploaded object with the job it started, so the uploader can find the job.
+
+        S3 replaces an object's whole tag set, so the uploader's own tags are read and written back with ours.
+        """
+        tags = [t for t in self._s3.get_object_tagging(Bucket=self.bucket, Key=key)["TagSet"]
+                if t["Key"] != "docpipe-job-id"]
         self._s3.put_object_tagging(Bucket=self.bucket, Key=key,
-                                    Tagging={"TagSet": [{"Key": "docpipe-job-id", "Value": job_id}]})
+                                    Tagging={"TagSet": tags + [{"Key": "docpipe-job-id", "Value": job_id}]})
 
     def read_document(self, key: str, max_bytes: int) -> bytes:
         """The document's bytes, refusing before download what would not fit the worker's memory budget."""

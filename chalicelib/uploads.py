@@ -12,7 +12,7 @@ import time
 import uuid
 from typing import Any
 
-from chalicelib.errors import RequestError
+from chalicelib.errors import RequestError, ServiceUnavailable
 from chalicelib.intake import Submission, create_job
 from chalicelib.jobs import Job
 from chalicelib.observability import logger
@@ -39,6 +39,8 @@ def handle_upload(bucket: str, key: str, services: Services) -> str | None:
         task = parse_task(_task_from_metadata(stored.metadata))
         submission = Submission(task=task, s3_key=key, declared_type=declared, filename=key.rsplit("/", 1)[-1])
         job_id, created = create_job(submission, services, job_id=job_id, source="s3")
+    except ServiceUnavailable:
+        raise  # Lambda retries a failed asynchronous invocation; the job was withdrawn, so the retry creates it
     except RequestError as exc:
         # Not worth an LLM call (a bad task, a file over the limit): recorded as FAILED with the reason, never queued.
         created = _record_rejected(job_id, key, stored.metadata.get("task", ""), exc, services)
@@ -50,11 +52,10 @@ def handle_upload(bucket: str, key: str, services: Services) -> str | None:
 
 
 def _record_rejected(job_id: str, key: str, raw_task: str, error: RequestError, services: Services) -> bool:
-    job = Job(job_id=job_id, status="QUEUED", task={"type": raw_task[:100] or "summarize"}, source="s3",
-              created_at=time.time(), document={"source": "s3", "s3_key": key})
+    job = Job(job_id=job_id, status="FAILED", task={"type": raw_task[:100] or "summarize"}, source="s3",
+              created_at=time.time(), document={"source": "s3", "s3_key": key}, error=error.to_dict())
     if not services.jobs.create(job):
         return False
-    services.jobs.mark_failed(job_id, error.to_dict())
     logger.warning("upload rejected", extra={"job_id": job_id, "error": error.to_dict()})
     return True
 
