@@ -25,6 +25,9 @@ JOBS_QUEUE = os.environ.get("DOCPIPE_JOBS_QUEUE", f"docpipe-{STAGE}-jobs")
 DEAD_LETTER_QUEUE = os.environ.get("DOCPIPE_DEAD_LETTER_QUEUE", f"docpipe-{STAGE}-jobs-dlq")
 BUCKET = os.environ.get("DOCPIPE_BUCKET", f"docpipe-{STAGE}-documents")
 REQUIRE_API_KEY = os.environ.get("DOCPIPE_REQUIRE_API_KEY", "false") == "true"
+# Back-pressure: how many messages one worker takes at once, and how many workers may run (AWS allows 2-1000).
+WORKER_BATCH_SIZE = int(os.environ.get("DOCPIPE_WORKER_BATCH_SIZE", "5"))
+WORKER_MAX_CONCURRENCY = int(os.environ.get("DOCPIPE_WORKER_MAX_CONCURRENCY", "10"))
 
 
 @app.route("/health", methods=["GET"])
@@ -50,7 +53,13 @@ def get_job_result(job_id):
     return api.guarded(lambda: api.get_result(job_id, get_services()))
 
 
-@app.on_sqs_message(queue=JOBS_QUEUE, batch_size=5, maximum_batching_window_in_seconds=1)
+@app.route("/jobs/{job_id}/retry", methods=["POST"], api_key_required=REQUIRE_API_KEY)
+def retry_job(job_id):
+    return api.guarded(lambda: api.retry_job(job_id, get_services()))
+
+
+@app.on_sqs_message(queue=JOBS_QUEUE, batch_size=WORKER_BATCH_SIZE, maximum_batching_window_in_seconds=1,
+                    maximum_concurrency=WORKER_MAX_CONCURRENCY)
 def process_jobs(event):
     from chalicelib.worker import handle_job_batch
 

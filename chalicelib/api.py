@@ -64,6 +64,19 @@ def get_result(job_id: str, services: Services) -> Response:
     return Response(body=services.documents.get_result(job.result_key), status_code=200, headers=JSON)
 
 
+def retry_job(job_id: str, services: Services) -> Response:
+    """Queue a FAILED job again. Chunks it already paid for come from the map cache, not the LLM."""
+    job = _find(job_id, services)
+    if services.jobs.requeue(job_id) is None:
+        return error_response("not_retryable", f"job {job_id} is {job.status}; only a FAILED job can be retried",
+                              409)
+    services.queue.send(job_id)
+    logger.info("job retried by the client", extra={"job_id": job_id, "previous_error": job.error})
+    view = services.jobs.get(job_id).to_view()
+    view["links"] = _links(job_id)
+    return Response(body=view, status_code=202, headers={**JSON, "Location": f"/jobs/{job_id}"})
+
+
 def _find(job_id: str, services: Services):
     job = services.jobs.get(job_id) if JOB_ID_PATTERN.match(job_id or "") else None
     if job is None:

@@ -38,6 +38,9 @@ class Settings:
     default_max_total_tokens: int
     job_retention_days: int
     api_url: str | None
+    breaker_failures: int
+    breaker_recovery_seconds: int
+    heartbeat_seconds: int
 
     @property
     def uses_openai(self) -> bool:
@@ -99,6 +102,9 @@ def load_settings(env: Mapping[str, str] = os.environ) -> Settings:
         default_max_total_tokens=_int(env, "DOCPIPE_DEFAULT_MAX_TOTAL_TOKENS", 2_000_000, minimum=1000),
         job_retention_days=_int(env, "DOCPIPE_JOB_RETENTION_DAYS", 30, minimum=1),
         api_url=env.get("DOCPIPE_API_URL") or None,
+        breaker_failures=_int(env, "DOCPIPE_BREAKER_FAILURES", 5, minimum=1),
+        breaker_recovery_seconds=_int(env, "DOCPIPE_BREAKER_RECOVERY_SECONDS", 30, minimum=1),
+        heartbeat_seconds=_int(env, "DOCPIPE_HEARTBEAT_SECONDS", 20, minimum=1),
     )
 
 

@@ -209,6 +209,21 @@ class JobStore:
                    **({"#w": "warnings"} if warnings is not None else {})},
         ) is not None
 
+    def extend_lease(self, job_id: str, seconds: float) -> bool:
+        """The worker's heartbeat: keep holding a job it is still working on."""
+        return self._update(job_id, "SET lease_until = :lease", "#s = :running",
+                            {":lease": _dec(self._clock() + seconds), ":running": RUNNING}) is not None
+
+    def requeue(self, job_id: str) -> Job | None:
+        """A client's retry of a FAILED job: back to QUEUED with its error cleared; None if it is not FAILED."""
+        return self._update(
+            job_id,
+            "SET #s = :queued, lease_until = :zero REMOVE #e, finished_at",
+            "#s = :failed",
+            {":queued": QUEUED, ":failed": FAILED, ":zero": 0},
+            names={"#e": "error"},
+        )
+
     def withdraw(self, job_id: str) -> None:
         """Remove a job that never reached the queue, so the client's (or S3's) retry can create it afresh."""
         from botocore.exceptions import ClientError

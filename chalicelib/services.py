@@ -27,8 +27,9 @@ class JobQueue:
 
     _max_receives: int | None = None
 
-    def send(self, job_id: str) -> None:
-        self.sqs.send_message(QueueUrl=aws.queue_url(self.queue_name), MessageBody=json.dumps({"job_id": job_id}))
+    def send(self, job_id: str, *, delay_seconds: int = 0) -> None:
+        self.sqs.send_message(QueueUrl=aws.queue_url(self.queue_name), MessageBody=json.dumps({"job_id": job_id}),
+                              DelaySeconds=delay_seconds)
 
     def max_receive_count(self) -> int:
         """How many deliveries SQS makes before the DLQ, read from the queue itself so it is defined once (infra/)."""
@@ -55,11 +56,15 @@ class Services:
         """A chat model for ``model`` on the configured endpoint."""
         if self.chat_factory is not None:
             return self.chat_factory(model)
+        from chalicelib.breaker import GuardedChat
         from chalicelib.llm import ChatModel
 
         s = self.settings
-        return ChatModel(model=model, api_key=s.llm_api_key, base_url=s.llm_base_url,
+        chat = ChatModel(model=model, api_key=s.llm_api_key, base_url=s.llm_base_url,
                          timeout=s.llm_timeout_seconds, max_retries=s.llm_max_attempts - 1)
+        # The breaker's state shares the idempotency table: both are Powertools records keyed by "id".
+        return GuardedChat(chat, table_name=s.idempotency_table, failure_threshold=s.breaker_failures,
+                           recovery_seconds=s.breaker_recovery_seconds, concurrency=s.llm_concurrency)
 
 
 @lru_cache(maxsize=1)

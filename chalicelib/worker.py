@@ -8,18 +8,21 @@ source mapping has ReportBatchItemFailures switched on (the deploy step does tha
 from __future__ import annotations
 
 import json
+import threading
+import time
 from typing import Any
 
+from chalicelib import aws
 from chalicelib.errors import TransientError
 from chalicelib.intake import JOB_ID_PATTERN
 from chalicelib.observability import logger, metrics
 from chalicelib.pipeline import process_job
 from chalicelib.services import Services
 
-# A job whose worker dies keeps its lease this much past the invocation's end before another delivery may take it.
-# The lease (at most twice the function timeout) stays shorter than the queue's visibility timeout (six times the
-# function timeout), so a redelivered message always finds the lease of a dead worker expired.
-LEASE_MARGIN_SECONDS = 30
+# Heartbeats a job may miss before its lease (and its message's visibility) lapse and another delivery takes over.
+LEASE_BEATS = 3
+# A job waiting out an LLM outage gives up (FAILED llm_unavailable) once it is this old.
+OUTAGE_MAX_WAIT_SECONDS = 6 * 3600
 
 
 def job_id_from(body: str) -> str | None:
@@ -51,11 +54,18 @@ def handle_job_record(record: Any, context: Any, services: Services) -> None:
                      extra={"message_id": record.message_id, "body": record.body[:500]})
         metrics.add_metric(name="RejectedMessages", unit="Count", value=1)
         return
+    from aws_lambda_powertools.utilities.circuit_breaker import CircuitBreakerOpenError
+
     logger.append_keys(job_id=job_id)
     receives = int(record.attributes.approximate_receive_count or 1)
-    remaining = context.get_remaining_time_in_millis() / 1000 if context else 900
+    interval = services.settings.heartbeat_seconds
+    heartbeat = Heartbeat(services, job_id, queue_url=aws.queue_url(record.event_source_arn.rsplit(":", 1)[-1]),
+                          receipt_handle=record.receipt_handle, interval=interval)
     try:
-        process_job(job_id, services, lease_seconds=remaining + min(LEASE_MARGIN_SECONDS, remaining))
+        with heartbeat:
+            process_job(job_id, services, lease_seconds=LEASE_BEATS * interval)
+    except CircuitBreakerOpenError:
+        _wait_out_outage(job_id, services)
     except TransientError as exc:
         _retry_or_fail(job_id, exc.to_dict(), receives, services)
     except Exception as exc:
@@ -74,6 +84,63 @@ def _retry_or_fail(job_id: str, error: dict[str, str], receives: int, services: 
     logger.warning("job attempt failed; SQS will deliver it again", extra={"error": error, "receives": receives})
     services.jobs.release(job_id, error)
     raise TransientError(error["code"], error["message"])
+
+
+def _wait_out_outage(job_id: str, services: Services) -> None:
+    """The LLM circuit is open: put the job back on the queue, delayed past the recovery window.
+
+    A fresh message starts with a fresh receive count, so an outage never pushes jobs into the DLQ; the job's age
+    bounds how long it may wait.
+    """
+    job = services.jobs.get(job_id)
+    if job is None or job.finished:
+        return
+    if time.time() - job.created_at > OUTAGE_MAX_WAIT_SECONDS:
+        services.jobs.mark_failed(job_id, {"code": "llm_unavailable", "message": "the LLM provider stayed "
+                                           "unavailable for hours; the job gave up"})
+        return
+    delay = min(900, services.settings.breaker_recovery_seconds)
+    services.jobs.release(job_id, {"code": "llm_unavailable", "message": f"the LLM provider is failing; the job "
+                                   f"waits and tries again in {delay} s"})
+    services.queue.send(job_id, delay_seconds=delay)
+    logger.warning("LLM circuit open: job deferred", extra={"delay_seconds": delay})
+    metrics.add_metric(name="JobsDeferred", unit="Count", value=1)
+
+
+class Heartbeat:
+    """While a job runs: keep its SQS message hidden and its lease held, a few beats ahead.
+
+    A job then never gets redelivered while its worker is alive, however long it runs, and a job whose worker died
+    is taken over within ``LEASE_BEATS`` beats instead of after the queue's long visibility timeout.
+    """
+
+    def __init__(self, services: Services, job_id: str, *, queue_url: str, receipt_handle: str,
+                 interval: float) -> None:
+        self._services = services
+        self._job_id = job_id
+        self._queue_url = queue_url
+        self._receipt_handle = receipt_handle
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{job_id}", daemon=True)
+
+    def __enter__(self) -> "Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        hold = int(LEASE_BEATS * self._interval)
+        while not self._stop.wait(self._interval):
+            try:
+                self._services.queue.sqs.change_message_visibility(
+                    QueueUrl=self._queue_url, ReceiptHandle=self._receipt_handle, VisibilityTimeout=hold)
+                self._services.jobs.extend_lease(self._job_id, hold)
+            except Exception as exc:  # a missed beat is survivable; the next one tries again
+                logger.warning("heartbeat failed", extra={"job_id": self._job_id, "reason": str(exc)[:200]})
 
 
 def handle_dead_letters(event: dict[str, Any], services: Services) -> None:

@@ -1,0 +1,73 @@
+"""A circuit breaker around the LLM, shared by every concurrent worker through DynamoDB.
+
+Powertools' circuit breaker keeps the state (closed, open, half-open with one elected prober) in DynamoDB, so when
+the provider goes down every Lambda stops calling it after a few failures, and only one probes it after the
+recovery timeout. Its decorator is synchronous while the LLM calls are coroutines, so each call runs inside the
+breaker on a worker thread that hands the coroutine back to the job's event loop and waits for it; the event loop
+itself never blocks. Only transient errors (throttling, 5xx, timeouts) count as failures: a rejected API key is a
+job's problem, not an outage.
+
+While the circuit is open a call raises ``CircuitBreakerOpenError``; the worker then puts the job back on the queue
+with a delay instead of spending its deliveries (see ``worker.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
+from typing import Any
+
+from chalicelib.errors import TransientError
+
+CIRCUIT_NAME = "docpipe-llm"
+
+
+@lru_cache(maxsize=None)
+def _guard(table_name: str, failure_threshold: int, recovery_seconds: int) -> Any:
+    from aws_lambda_powertools.utilities.circuit_breaker import CircuitBreakerConfig, circuit_breaker
+    from aws_lambda_powertools.utilities.circuit_breaker.persistence import CircuitBreakerDynamoDBPersistence
+
+    from chalicelib import aws
+    from chalicelib.observability import logger
+
+    def on_transition(transition: Any) -> None:
+        logger.warning("LLM circuit changed state", extra={"from": str(transition.from_state),
+                                                          "to": str(transition.to_state)})
+
+    persistence = CircuitBreakerDynamoDBPersistence(table_name=table_name, boto3_client=aws.client("dynamodb"))
+    # One probe success closes the circuit: a recovered provider should drain the backlog at once.
+    config = CircuitBreakerConfig(failure_threshold=failure_threshold, recovery_timeout=recovery_seconds,
+                                  success_threshold=1, handled_exceptions=(TransientError,), local_cache_max_age=2)
+
+    @circuit_breaker(name=CIRCUIT_NAME, persistence_store=persistence, config=config, on_transition=on_transition)
+    def run(call: Any) -> Any:
+        return call()
+
+    return run
+
+
+class GuardedChat:
+    """A chat model whose calls go through the shared circuit breaker."""
+
+    def __init__(self, chat: Any, *, table_name: str, failure_threshold: int, recovery_seconds: int,
+                 concurrency: int) -> None:
+        self._chat = chat
+        self._guarded = _guard(table_name, failure_threshold, recovery_seconds)
+        self._threads = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="llm-breaker")
+        self.model = getattr(chat, "model", None)
+
+    async def complete(self, messages: list[dict[str, str]], **options: Any) -> Any:
+        loop = asyncio.get_running_loop()
+
+        def call() -> Any:
+            return asyncio.run_coroutine_threadsafe(self._chat.complete(messages, **options), loop).result()
+
+        return await loop.run_in_executor(self._threads, self._guarded, call)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._chat, name)
+
+    async def close(self) -> None:
+        self._threads.shutdown(wait=False)
+        await self._chat.close()
