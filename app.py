@@ -28,32 +28,43 @@ REQUIRE_API_KEY = os.environ.get("DOCPIPE_REQUIRE_API_KEY", "false") == "true"
 # Back-pressure: how many messages one worker takes at once, and how many workers may run (AWS allows 2-1000).
 WORKER_BATCH_SIZE = int(os.environ.get("DOCPIPE_WORKER_BATCH_SIZE", "5"))
 WORKER_MAX_CONCURRENCY = int(os.environ.get("DOCPIPE_WORKER_MAX_CONCURRENCY", "10"))
+# Every route accepts any Content-Type: POST /jobs takes JSON, PDF and text (Chalice refuses a list that mixes
+# binary and text types), and the body's media type is checked in chalicelib, so a client always gets docpipe's
+# own error shape rather than Chalice's 415.
+ANY_BODY = ["*/*"]
 
 
-@app.route("/health", methods=["GET"])
+@app.route("/health", methods=["GET"], content_types=ANY_BODY)
 def health():
     return {"status": "ok", "service": "docpipe"}
 
 
 # "*/*": one route takes JSON, PDF and text bodies; Chalice would refuse a list mixing binary and text types,
 # so the media type is checked in chalicelib and an unknown one gets the documented 415.
-@app.route("/jobs", methods=["POST"], content_types=["*/*"], api_key_required=REQUIRE_API_KEY)
+@app.route("/openapi.json", methods=["GET"], content_types=ANY_BODY)
+def openapi():
+    return api.openapi_document()
+
+
+@app.route("/jobs", methods=["POST"], content_types=ANY_BODY, api_key_required=REQUIRE_API_KEY)
 def submit_job():
     request, context = app.current_request, app.lambda_context
     return api.guarded(lambda: api.submit_job(request, get_services(), context))
 
 
-@app.route("/jobs/{job_id}", methods=["GET"], api_key_required=REQUIRE_API_KEY)
+@app.route("/jobs/{job_id}", methods=["GET"], content_types=ANY_BODY, api_key_required=REQUIRE_API_KEY)
 def get_job(job_id):
     return api.guarded(lambda: api.get_job(job_id, get_services()))
 
 
-@app.route("/jobs/{job_id}/result", methods=["GET"], api_key_required=REQUIRE_API_KEY)
+@app.route("/jobs/{job_id}/result", methods=["GET"], content_types=ANY_BODY,
+           api_key_required=REQUIRE_API_KEY)
 def get_job_result(job_id):
     return api.guarded(lambda: api.get_result(job_id, get_services()))
 
 
-@app.route("/jobs/{job_id}/retry", methods=["POST"], api_key_required=REQUIRE_API_KEY)
+@app.route("/jobs/{job_id}/retry", methods=["POST"], content_types=ANY_BODY,
+           api_key_required=REQUIRE_API_KEY)
 def retry_job(job_id):
     return api.guarded(lambda: api.retry_job(job_id, get_services()))
 

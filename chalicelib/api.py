@@ -5,6 +5,9 @@ Error bodies are always ``{"error": {"code", "message"}}``; a client mistake is 
 
 from __future__ import annotations
 
+import json
+from functools import lru_cache
+from pathlib import Path
 from typing import Any, Callable
 
 from chalice import Response
@@ -15,6 +18,12 @@ from chalicelib.observability import logger
 from chalicelib.services import Services
 
 JSON = {"Content-Type": "application/json"}
+
+
+@lru_cache(maxsize=1)
+def openapi_document() -> dict[str, Any]:
+    """The API's OpenAPI description, shipped inside chalicelib so the Lambda package carries it."""
+    return json.loads((Path(__file__).parent / "openapi.json").read_text())
 
 
 def error_response(code: str, message: str, status: int) -> Response:
