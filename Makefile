@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 STAGE ?= dev
 
-.PHONY: demo test serve deploy clean
+.PHONY: demo test serve bench soak deploy clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,16 @@ test: $(VENV)/.installed
 
 serve: $(VENV)/.installed
 	$(PY) -m devstack serve --port $(PORT)
+
+$(VENV)/.bench-installed: $(VENV)/.installed requirements-bench.txt
+	$(PY) -m pip install --quiet -r requirements-bench.txt
+	touch $@
+
+bench: $(VENV)/.bench-installed
+	$(PY) -m bench
+
+soak: $(VENV)/.installed
+	$(PY) -m tests.faults --soak
 
 deploy: $(VENV)/.installed
 	$(PY) -m scripts.deploy --stage $(STAGE)

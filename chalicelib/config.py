@@ -41,6 +41,13 @@ class Settings:
     breaker_failures: int
     breaker_recovery_seconds: int
     heartbeat_seconds: int
+    retry_backoff_seconds: int
+    llm_requests_per_minute: int | None = None
+    llm_tokens_per_minute: int | None = None
+    reduce_context_tokens: int = 12_000
+    map_output_tokens: int = 600
+    reduce_output_tokens: int = 1_200
+    map_cache: bool = True
 
     @property
     def uses_openai(self) -> bool:
@@ -74,6 +81,20 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _limit(env: Mapping[str, str], name: str) -> int | None:
+    """A provider limit: unset means unlimited."""
+    return _int(env, name, 0, minimum=1) or None
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in ("true", "false"):
+        raise ConfigError(f"{name} must be true or false, got {raw!r}")
+    return raw == "true"
+
+
 def load_settings(env: Mapping[str, str] = os.environ) -> Settings:
     stage = env.get("DOCPIPE_STAGE", "dev")
     chunk_tokens = _int(env, "DOCPIPE_CHUNK_TOKENS", 1000, minimum=50)
@@ -105,6 +126,7 @@ def load_settings(env: Mapping[str, str] = os.environ) -> Settings:
         breaker_failures=_int(env, "DOCPIPE_BREAKER_FAILURES", 5, minimum=1),
         breaker_recovery_seconds=_int(env, "DOCPIPE_BREAKER_RECOVERY_SECONDS", 30, minimum=1),
         heartbeat_seconds=_int(env, "DOCPIPE_HEARTBEAT_SECONDS", 20, minimum=1),
+        retry_backoff_seconds=_int(env, "DOCPIPE_RETRY_BACKOFF_SECONDS", 30, minimum=1),
     )
 
 

@@ -67,22 +67,26 @@ def handle_job_record(record: Any, context: Any, services: Services) -> None:
     except CircuitBreakerOpenError:
         _wait_out_outage(job_id, services)
     except TransientError as exc:
-        _retry_or_fail(job_id, exc.to_dict(), receives, services)
+        _retry_or_fail(job_id, exc.to_dict(), receives, services, heartbeat)
     except Exception as exc:
         logger.exception("job attempt crashed")
         _retry_or_fail(job_id, {"code": "internal_error", "message": f"{type(exc).__name__}: {str(exc)[:300]}"},
-                       receives, services)
+                       receives, services, heartbeat)
 
 
-def _retry_or_fail(job_id: str, error: dict[str, str], receives: int, services: Services) -> None:
-    """Leave the message for another try — unless this was its last receive, then the job ends FAILED here."""
+def _retry_or_fail(job_id: str, error: dict[str, str], receives: int, services: Services,
+                   heartbeat: "Heartbeat") -> None:
+    """Leave the message for another try, backing off — unless this was its last receive: then the job FAILS."""
     if receives >= services.queue.max_receive_count():
         logger.error("job failed on its last delivery", extra={"error": error, "receives": receives})
         services.jobs.mark_failed(job_id, error)
         metrics.add_metric(name="JobsFailed", unit="Count", value=1)
         return
-    logger.warning("job attempt failed; SQS will deliver it again", extra={"error": error, "receives": receives})
+    backoff = min(900, services.settings.retry_backoff_seconds * 2 ** (receives - 1))
+    logger.warning("job attempt failed; SQS will deliver it again",
+                   extra={"error": error, "receives": receives, "retry_in_seconds": backoff})
     services.jobs.release(job_id, error)
+    heartbeat.hide_message(backoff)
     raise TransientError(error["code"], error["message"])
 
 
@@ -132,12 +136,19 @@ class Heartbeat:
         self._stop.set()
         self._thread.join(timeout=10)
 
+    def hide_message(self, seconds: int) -> None:
+        """Set when the message comes back (a failed attempt's backoff), instead of the queue's long default."""
+        try:
+            self._services.queue.sqs.change_message_visibility(
+                QueueUrl=self._queue_url, ReceiptHandle=self._receipt_handle, VisibilityTimeout=seconds)
+        except Exception as exc:  # then the queue's visibility timeout applies: later, but still redelivered
+            logger.warning("could not set the retry delay", extra={"reason": str(exc)[:200]})
+
     def _run(self) -> None:
         hold = int(LEASE_BEATS * self._interval)
         while not self._stop.wait(self._interval):
+            self.hide_message(hold)
             try:
-                self._services.queue.sqs.change_message_visibility(
-                    QueueUrl=self._queue_url, ReceiptHandle=self._receipt_handle, VisibilityTimeout=hold)
                 self._services.jobs.extend_lease(self._job_id, hold)
             except Exception as exc:  # a missed beat is survivable; the next one tries again
                 logger.warning("heartbeat failed", extra={"job_id": self._job_id, "reason": str(exc)[:200]})

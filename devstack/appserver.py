@@ -42,7 +42,7 @@ def function_settings(stage: str) -> dict[str, dict]:
 
 
 def run(port: int, emulator_url: str, *, stage: str = "local", schedule_seconds: float | None = None,
-        worker_timeout: int | None = None) -> None:
+        worker_timeout: int | None = None, duplicate_deliveries: bool = False) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     app_module = import_app(stage, emulator_url, port)
     from chalice.app import S3EventConfig
@@ -65,7 +65,8 @@ def run(port: int, emulator_url: str, *, stage: str = "local", schedule_seconds:
     handlers = {source.name: getattr(app_module, source.name) for source in app_module.app.event_sources}
     dispatcher = Dispatcher(app_module.app, handlers, client("sqs", emulator_url),
                             function_settings=settings,
-                            s3_events_queue=f"docpipe-{stage}-s3-events", schedule_seconds=schedule_seconds)
+                            s3_events_queue=f"docpipe-{stage}-s3-events", schedule_seconds=schedule_seconds,
+                            duplicate_deliveries=duplicate_deliveries)
     dispatcher.start()
 
     def shut_down(*_):

@@ -22,6 +22,7 @@ from chalice.local import LambdaContext
 log = logging.getLogger("devstack.dispatcher")
 
 ASYNC_ATTEMPTS = 3  # Lambda's asynchronous invocation: the first try and two retries
+COPY_ATTRIBUTE = "devstack-duplicate-of"
 
 
 def _context(name: str, timeout_seconds: int, memory: int) -> LambdaContext:
@@ -32,7 +33,8 @@ class Dispatcher:
     """Runs one thread per event source of a Chalice app until ``stop()``."""
 
     def __init__(self, app: Any, handlers: dict[str, Callable], sqs: Any, *, function_settings: dict[str, dict],
-                 s3_events_queue: str, schedule_seconds: float | None = None, poll_seconds: int = 1) -> None:
+                 s3_events_queue: str, schedule_seconds: float | None = None, poll_seconds: int = 1,
+                 duplicate_deliveries: bool = False) -> None:
         self._app = app
         self._handlers = handlers
         self._sqs = sqs
@@ -40,6 +42,7 @@ class Dispatcher:
         self._s3_events_queue = s3_events_queue
         self._schedule_seconds = schedule_seconds
         self._poll_seconds = poll_seconds
+        self._duplicate = duplicate_deliveries
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -94,6 +97,8 @@ class Dispatcher:
                 MessageSystemAttributeNames=["All"], MessageAttributeNames=["All"]).get("Messages", [])
             if not messages:
                 continue
+            if self._duplicate:
+                self._send_copies(url, messages)
             event = {"Records": [_sqs_record(m, arn) for m in messages]}
             try:
                 response = self._invoke(source.name, event)
@@ -108,6 +113,13 @@ class Dispatcher:
             for start in range(0, len(done), 10):
                 self._sqs.delete_message_batch(QueueUrl=url, Entries=[
                     {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done[start:start + 10])])
+
+    def _send_copies(self, url: str, messages: list[dict]) -> None:
+        """Fault injection: SQS delivers at least once, so deliver every original message a second time."""
+        for message in messages:
+            if COPY_ATTRIBUTE not in message.get("MessageAttributes", {}):
+                self._sqs.send_message(QueueUrl=url, MessageBody=message["Body"], MessageAttributes={
+                    COPY_ATTRIBUTE: {"DataType": "String", "StringValue": message["MessageId"]}})
 
     def _poll_s3_notifications(self, sources: list[S3EventConfig]) -> None:
         url = self._sqs.get_queue_url(QueueName=self._s3_events_queue)["QueueUrl"]

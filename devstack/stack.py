@@ -19,7 +19,8 @@ LOCAL_DIR = PROJECT / ".local"
 class LocalStack:
     def __init__(self, *, api_port: int, emulator_port: int, stage: str = "local",
                  extra_env: dict[str, str] | None = None, worker_timeout: int | None = None,
-                 schedule_seconds: float | None = None, app_log: Path | None = None) -> None:
+                 schedule_seconds: float | None = None, app_log: Path | None = None,
+                 duplicate_deliveries: bool = False) -> None:
         self.api_port = api_port
         self.api_url = f"http://127.0.0.1:{api_port}"
         self.stage = stage
@@ -28,6 +29,7 @@ class LocalStack:
         self._worker_timeout = worker_timeout
         self._schedule_seconds = schedule_seconds
         self._app_log = app_log
+        self._duplicate_deliveries = duplicate_deliveries
         self._app: subprocess.Popen | None = None
 
     def start(self) -> "LocalStack":
@@ -47,6 +49,8 @@ class LocalStack:
             command += ["--schedule-seconds", str(self._schedule_seconds)]
         if self._worker_timeout:
             command += ["--worker-timeout", str(self._worker_timeout)]
+        if self._duplicate_deliveries:
+            command.append("--duplicate-deliveries")
         output = open(self._app_log, "ab") if self._app_log else None
         self._app = subprocess.Popen(command, cwd=PROJECT, env={**os.environ, **self._extra_env},
                                      stdout=output, stderr=subprocess.STDOUT if output else None)

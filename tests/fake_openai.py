@@ -22,6 +22,9 @@ Script steps, consumed one per chat-completion request in arrival order (then re
 * ``("hang", seconds)`` — wait that long (longer than the client's timeout) before answering normally;
 * ``("drop",)`` — close the connection without answering.
 
+``fake.fault = lambda request_json: step_or_None`` injects faults by rule (random, time-based, by content) when no
+scripted step is pending.
+
 Every request is recorded in ``fake.requests``; ``fake.max_concurrency`` is the most requests ever in flight at once.
 Request headers carry the API key: they are recorded for assertions but never logged or printed.
 """
@@ -185,7 +188,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _chat(self, request: Any) -> None:
         fake = self.server.fake
-        step = fake._next_step() or ("ok",)
+        step = fake._next_step() or (fake.fault(request) if fake.fault else None) or ("ok",)
         if fake.latency:
             fake._stopping.wait(fake.latency)
         kind = step[0]
@@ -270,6 +273,8 @@ class FakeOpenAI:
         self.model_id = model_id
         self.latency: float = 0.0
         self.responder: Callable[[dict[str, Any]], str] | None = None
+        # Consulted when no scripted step is pending: returns a step (fault) for this request, or None to answer.
+        self.fault: Callable[[dict[str, Any]], Step | None] | None = None
         self.requests: list[dict[str, Any]] = []
         self.errors: list[BaseException] = []
         self.max_concurrency = 0

@@ -32,7 +32,7 @@ def deliver(client, sqs, queue_url, messages: list[dict]) -> dict:
     """What Lambda's SQS event source does: invoke with the batch, delete all but the reported failures."""
     event = sqs_event([m["Body"] for m in messages])
     for record, message in zip(event["Records"], messages):
-        record["messageId"] = message["MessageId"]
+        record.update(messageId=message["MessageId"], receiptHandle=message["ReceiptHandle"])
     outcome = client.lambda_.invoke("process_jobs", event).payload
     failed = {f["itemIdentifier"] for f in outcome["batchItemFailures"]}
     for message in messages:
@@ -125,7 +125,7 @@ def test_an_llm_outage_opens_the_circuit_and_jobs_wait_instead_of_burning_delive
     with FakeOpenAI() as fake:
         fake.script([("status", 500)] * 200)
         use_llm(monkeypatch, fake, DOCPIPE_BREAKER_FAILURES="2", DOCPIPE_BREAKER_RECOVERY_SECONDS="2",
-                DOCPIPE_LLM_MAX_ATTEMPTS="1", DOCPIPE_LLM_CONCURRENCY="1")
+                DOCPIPE_LLM_MAX_ATTEMPTS="1", DOCPIPE_LLM_CONCURRENCY="1", DOCPIPE_RETRY_BACKOFF_SECONDS="1")
         from chalicelib.services import get_services
 
         services = get_services()
