@@ -42,7 +42,10 @@ def handle_job_batch(event: dict[str, Any], context: Any, services: Services) ->
         handle_job_record(record, context, services)
 
     return process_partial_response(event=event, record_handler=record_handler,
-                                    processor=BatchProcessor(event_type=EventType.SQS), context=context)
+                                    # A batch that failed whole is still answered, not raised: it is an expected case.
+                                    processor=BatchProcessor(event_type=EventType.SQS,
+                                                             raise_on_entire_batch_failure=False),
+                                    context=context)
 
 
 def handle_job_record(record: Any, context: Any, services: Services) -> None:
