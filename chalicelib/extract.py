@@ -1,27 +1,34 @@
 """Turn document bytes into normalised text with page boundaries, or a clear failure code.
 
-pypdf raises exceptions that are not its own on hostile files (AttributeError, TypeError, ValueError, …), so
-every call into it is guarded and every failure becomes a ``JobFailure`` with one of the codes of the contract:
-``encrypted``, ``no_text``, ``corrupt_pdf``, ``unsupported_type``, ``too_large``, ``empty``.
+Every input ends as a ``Document`` — with a warning for each kind of page left out: blank, unreadable, too slow,
+too big, garbled — or as a ``JobFailure`` with one of the codes of the contract: ``encrypted``, ``no_text``,
+``corrupt_pdf``, ``unsupported_type``, ``too_large``, ``empty``. PDF pages are read in a guarded child process
+(``pdfpages``); plain text and markdown take the same path after it, with a form feed as their page break.
 """
 
 from __future__ import annotations
 
-import io
-import re
+import math
+import os
+from bisect import bisect_right
+from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Mapping, Sequence
 
+from chalicelib.config import ConfigError
 from chalicelib.errors import JobFailure
+from chalicelib.legibility import is_xfa_placeholder, looks_garbled
+from chalicelib.normalise import join_hyphenated, normalise
+from chalicelib.pdfpages import ReadingLimits, SkippedPage, read_pages
+
+__all__ = ["PDF_MAGIC", "Document", "ReadingLimits", "extract_document", "normalise", "reading_limits", "sniff"]
 
 PDF_MAGIC = b"%PDF-"
 
-_LIGATURES = str.maketrans({"\ufb00": "ff", "\ufb01": "fi", "\ufb02": "fl", "\ufb03": "ffi", "\ufb04": "ffl",
-                            "\ufb05": "st", "\ufb06": "st"})
-_SOFT_HYPHEN_AT_EOL = re.compile("\u00ad[ \t]*\n[ \t]*")
-_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u00ad\ufeff]")
-_SPACES = re.compile(r"[ \t\u00a0\u2000-\u200a\u202f\u205f\u3000]+")
-_SPACE_AROUND_NEWLINE = re.compile(r" ?\n ?")
-_MANY_NEWLINES = re.compile(r"\n{3,}")
+# Why a page left no text, besides the reader's own reasons (SkippedPage).
+_BLANK = "blank"
+_GARBLED = "garbled"
+_XFA = "xfa"
 
 
 @dataclass
@@ -39,8 +46,6 @@ class Document:
 
     def page_at(self, offset: int) -> int:
         """The 1-based page holding character ``offset``."""
-        from bisect import bisect_right
-
         return max(1, bisect_right(self.page_starts, offset))
 
 
@@ -62,106 +67,127 @@ def sniff(data: bytes) -> str:
     return "text" if controls <= len(text) // 100 else "unknown"
 
 
-def normalise(text: str) -> str:
-    """Keep the meaning, drop the layout noise: ligatures, soft hyphens, tabs, runs of whitespace."""
-    text = text.replace("\r\n", "\n").replace("\r", "\n").translate(_LIGATURES)
-    text = _SOFT_HYPHEN_AT_EOL.sub("", text)
-    text = _CONTROL.sub("", text)
-    text = _SPACES.sub(" ", text)
-    text = _SPACE_AROUND_NEWLINE.sub("\n", text)
-    return _MANY_NEWLINES.sub("\n\n", text).strip()
+def extract_document(data: bytes, *, max_pages: int, declared_type: str | None = None,
+                     limits: ReadingLimits | None = None) -> Document:
+    """``declared_type`` is what the upload claimed (``pdf`` from a name or Content-Type); the bytes decide.
 
-
-def extract_document(data: bytes, *, max_pages: int, declared_type: str | None = None) -> Document:
-    """``declared_type`` is what the upload claimed (``pdf`` from a name or Content-Type); the bytes decide."""
+    ``limits`` bound the time and memory of reading a PDF; by default they come from the environment
+    (``reading_limits``).
+    """
     if not data or not data.strip():
         raise JobFailure("empty", "the document is empty")
     kind = sniff(data)
     if declared_type == "pdf" and kind != "pdf":
         raise JobFailure("unsupported_type", "the document was sent as a PDF but its bytes are not a PDF")
     if kind == "pdf":
-        return _from_pages(_pdf_pages(data, max_pages), "pdf")
+        limits = limits or reading_limits()
+        return _assemble(read_pages(data, max_pages=max_pages, limits=limits), "pdf", limits)
     if kind == "text":
         text = data.decode("utf-8-sig", errors="replace")
         # A form feed is the plain-text page break.
-        return _from_pages(text.split("\f"), "text")
+        return _assemble(text.split("\f"), "text", limits or ReadingLimits())
     raise JobFailure("unsupported_type", "the document is neither a PDF nor UTF-8 text")
 
 
-def _from_pages(raw_pages: list[str | None], kind: str) -> Document:
+def reading_limits(env: Mapping[str, str] = os.environ) -> ReadingLimits:
+    """The PDF reading limits from ``DOCPIPE_PAGE_TIMEOUT_SECONDS``, ``DOCPIPE_EXTRACT_TIMEOUT_SECONDS`` and
+    ``DOCPIPE_EXTRACT_MEMORY_MB``; unset variables keep the defaults of ``ReadingLimits``.
+
+    Read here until ``chalicelib.config.Settings`` carries them (issue 3); the worker then passes ``limits``.
+    """
+    defaults = ReadingLimits()
+    return ReadingLimits(
+        page_seconds=_positive(env, "DOCPIPE_PAGE_TIMEOUT_SECONDS", defaults.page_seconds),
+        document_seconds=_positive(env, "DOCPIPE_EXTRACT_TIMEOUT_SECONDS", defaults.document_seconds),
+        memory_mb=int(_positive(env, "DOCPIPE_EXTRACT_MEMORY_MB", defaults.memory_mb)),
+    )
+
+
+def _positive(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if not 0 < value < math.inf:  # also refuses nan
+        raise ConfigError(f"{name} must be a positive finite number, got {raw!r}")
+    return value
+
+
+def _assemble(raw_pages: Sequence[str | SkippedPage], kind: str, limits: ReadingLimits) -> Document:
+    """Normalise the readable pages, leave the others empty so page numbers hold, and say what was left out."""
+    left_out: dict[str | SkippedPage, list[int]] = defaultdict(list)
     texts: list[str] = []
-    starts: list[int] = []
-    unreadable: list[int] = []
-    blank: list[int] = []
-    offset = 0
     for number, raw in enumerate(raw_pages, start=1):
-        if raw is None:
-            unreadable.append(number)
-            raw = ""
-        page = normalise(raw)
-        if not page and kind == "pdf" and number not in unreadable:
-            blank.append(number)
-        starts.append(offset)
+        reason: str | SkippedPage | None
+        if isinstance(raw, SkippedPage):
+            reason, page = raw, ""
+        else:
+            reason = _why_unusable(raw, kind)
+            page = normalise(raw) if reason is None else ""
+            if reason is None and not page and kind == "pdf":
+                reason = _BLANK
+        if reason is not None:
+            left_out[reason].append(number)
         texts.append(page)
+    texts = join_hyphenated(texts)
+    starts: list[int] = []
+    offset = 0
+    for page in texts:
+        starts.append(offset)
         offset += len(page) + 2
     text = "\n\n".join(texts)
+    warnings = [_warning(reason, numbers, limits) for reason, numbers in left_out.items()]
     if not text.strip():
-        if kind == "pdf" and not unreadable:
-            raise JobFailure("no_text", "the PDF has no text layer (a scan?); it needs OCR before docpipe can read it")
-        if kind == "pdf":
-            raise JobFailure("corrupt_pdf", f"no page of the PDF could be read ({_ranges(unreadable)} failed)")
-        raise JobFailure("empty", "the document has no text")
-    warnings = []
-    if blank:
-        warnings.append(f"{_plural(blank)} {_ranges(blank)} {'has' if len(blank) == 1 else 'have'} no text layer")
-    if unreadable:
-        warnings.append(f"{_plural(unreadable)} {_ranges(unreadable)} could not be read and {'was' if len(unreadable) == 1 else 'were'} skipped")
+        raise _nothing_readable(kind, left_out, warnings)
     return Document(text=text, page_starts=starts, kind=kind, warnings=warnings)
 
 
-def _pdf_pages(data: bytes, max_pages: int) -> list[str | None]:
-    """Text of each page, None for a page pypdf could not read."""
-    import logging
-
-    from pypdf import PdfReader
-    from pypdf.errors import FileNotDecryptedError
-
-    # pypdf logs a warning per font it cannot fully decode; the outcome is reported in the job instead.
-    logging.getLogger("pypdf").setLevel(logging.ERROR)
-
-    try:
-        reader = PdfReader(io.BytesIO(data))
-        if reader.is_encrypted:
-            # Owner-password-only files open with the empty user password and are read as usual.
-            if not reader.decrypt(""):
-                raise JobFailure("encrypted", "the PDF is encrypted and needs a password to open")
-        count = len(reader.pages)
-    except JobFailure:
-        raise
-    except FileNotDecryptedError:
-        raise JobFailure("encrypted", "the PDF is encrypted and needs a password to open") from None
-    except Exception as exc:  # pypdf raises non-pypdf exceptions on hostile files
-        raise JobFailure("corrupt_pdf", f"the PDF cannot be parsed: {_describe(exc)}") from None
-    if count == 0:
-        raise JobFailure("corrupt_pdf", "the PDF has no pages")
-    if count > max_pages:
-        raise JobFailure("too_large", f"the PDF has {count} pages; the limit is {max_pages}")
-    pages: list[str | None] = []
-    for index in range(count):
-        try:
-            pages.append(reader.pages[index].extract_text() or "")
-        except Exception:  # one bad page must not sink the document; it is reported as a warning
-            pages.append(None)
-    return pages
+def _why_unusable(raw: str, kind: str) -> str | None:
+    """Why text that was read is still left out: it is not language, or not the document's."""
+    if looks_garbled(raw):
+        return _GARBLED
+    if kind == "pdf" and is_xfa_placeholder(raw):
+        return _XFA
+    return None
 
 
-def _describe(exc: Exception) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text[:200]
+def _warning(reason: str | SkippedPage, numbers: list[int], limits: ReadingLimits) -> str:
+    one = len(numbers) == 1
+    pages = f"{'page' if one else 'pages'} {_ranges(numbers)}"
+    skipped = "was skipped" if one else "were skipped"
+    if reason == _BLANK:
+        return f"{pages} {'has' if one else 'have'} no text layer"
+    if reason == _GARBLED:
+        return f"{pages} {'looks' if one else 'look'} garbled and {skipped}"
+    if reason == _XFA:
+        return f"{pages} {'holds' if one else 'hold'} only the placeholder of an XFA form and {skipped}"
+    if reason == SkippedPage.TOO_SLOW:
+        return f"{pages} took longer than {limits.page_seconds:g} s to read and {skipped}"
+    if reason == SkippedPage.TOO_BIG:
+        return f"{pages} needed more than {limits.memory_mb} MB to read and {skipped}"
+    return f"{pages} could not be read and {skipped}"
 
 
-def _plural(numbers: list[int]) -> str:
-    return "page" if len(numbers) == 1 else "pages"
+def _nothing_readable(kind: str, left_out: Mapping[str | SkippedPage, list[int]], warnings: list[str]) -> JobFailure:
+    """The failure that says best why no text is left; a reason that stopped pages being read outranks the rest."""
+    details = "; ".join(warnings)
+    if SkippedPage.TOO_SLOW in left_out or SkippedPage.TOO_BIG in left_out:
+        return JobFailure("too_large", f"no page of the PDF could be read within docpipe's limits ({details})")
+    if SkippedPage.UNREADABLE in left_out:
+        return JobFailure("corrupt_pdf", f"no page of the PDF could be read ({details})")
+    if _XFA in left_out:
+        return JobFailure("no_text", "the PDF is a dynamic XFA form: its pages hold only a \"Please wait...\" "
+                                     "placeholder and the content is form data docpipe cannot read")
+    if _GARBLED in left_out:
+        what = "the PDF's text layer" if kind == "pdf" else "the document's text"
+        return JobFailure("no_text", f"{what} is unreadable ({details}): it holds glyph codes or broken characters "
+                                     "instead of language" + ("; it needs OCR" if kind == "pdf" else ""))
+    if kind == "pdf":
+        return JobFailure("no_text", "the PDF has no text layer (a scan?); it needs OCR before docpipe can read it")
+    return JobFailure("empty", "the document has no text")
 
 
 def _ranges(numbers: list[int]) -> str:
