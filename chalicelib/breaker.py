@@ -59,11 +59,20 @@ class GuardedChat:
 
     async def complete(self, messages: list[dict[str, str]], **options: Any) -> Any:
         loop = asyncio.get_running_loop()
+        started: list[Any] = []
 
         def call() -> Any:
-            return asyncio.run_coroutine_threadsafe(self._chat.complete(messages, **options), loop).result()
+            future = asyncio.run_coroutine_threadsafe(self._chat.complete(messages, **options), loop)
+            started.append(future)
+            return future.result()
 
-        return await loop.run_in_executor(self._threads, self._guarded, call)
+        try:
+            return await loop.run_in_executor(self._threads, self._guarded, call)
+        except asyncio.CancelledError:
+            # The job gave up on this call (another chunk failed for good): stop the request itself too.
+            for future in started:
+                future.cancel()
+            raise
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._chat, name)

@@ -127,6 +127,12 @@ def load_settings(env: Mapping[str, str] = os.environ) -> Settings:
         breaker_recovery_seconds=_int(env, "DOCPIPE_BREAKER_RECOVERY_SECONDS", 30, minimum=1),
         heartbeat_seconds=_int(env, "DOCPIPE_HEARTBEAT_SECONDS", 20, minimum=1),
         retry_backoff_seconds=_int(env, "DOCPIPE_RETRY_BACKOFF_SECONDS", 30, minimum=1),
+        llm_requests_per_minute=_limit(env, "DOCPIPE_LLM_RPM"),
+        llm_tokens_per_minute=_limit(env, "DOCPIPE_LLM_TPM"),
+        reduce_context_tokens=_int(env, "DOCPIPE_REDUCE_CONTEXT_TOKENS", 12_000, minimum=2_000),
+        map_output_tokens=_int(env, "DOCPIPE_MAP_OUTPUT_TOKENS", 600, minimum=50),
+        reduce_output_tokens=_int(env, "DOCPIPE_REDUCE_OUTPUT_TOKENS", 1_200, minimum=50),
+        map_cache=_flag(env, "DOCPIPE_MAP_CACHE", True),
     )
 
 

@@ -18,13 +18,14 @@ from functools import lru_cache
 from typing import Any, Mapping
 
 from chalicelib.errors import RequestError, ServiceUnavailable
-from chalicelib.extract import PDF_MAGIC
 from chalicelib.jobs import Job
 from chalicelib.observability import logger
 from chalicelib.services import Services
 from chalicelib.storage import validate_client_key
 from chalicelib.tasks import parse_task, task_from_query
 
+# The same magic the worker's extractor sniffs; repeated here so the API's cold start never imports extraction.
+PDF_MAGIC = b"%PDF-"
 JOB_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 _TEXT_TYPES = ("text/plain", "text/markdown")

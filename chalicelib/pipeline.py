@@ -1,30 +1,38 @@
 """One job, start to finish: extract → chunk → map (LLM calls on chunks in parallel) → reduce → store.
 
 Plain Python that knows nothing of Lambda or SQS: the worker hands it a job id and the services; it returns how the
-job ended, or raises ``TransientError`` when the attempt should be retried.
+job ended, or raises ``TransientError`` when the attempt should be retried. The task type decides what map and
+reduce ask (summarize.py, structured.py, classify.py, custom_prompt.py); what every type shares is here: the map
+cache, the budget, progress, usage and metrics.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from chalicelib.budget import Budget, MeteredChat
 from chalicelib.chunking import Chunk, chunk_document
 from chalicelib.errors import JobFailure
 from chalicelib.extract import Document, extract_document
 from chalicelib.jobs import Job
+from chalicelib.mapcache import CacheWriter, MapCache, map_cache_key, map_cache_scope
+from chalicelib.mapreduce import ChunkTask, halve_chunk, map_chunks
 from chalicelib.observability import logger, metrics
 from chalicelib.services import Services
-from chalicelib.summarize import (DEFAULT_TARGET_WORDS, PROMPT_VERSION, ExtractiveSummarizer, LLMSummarizer,
-                                  map_words_for, reduce_partials)
-from chalicelib.usage import Usage, cost_usd
+from chalicelib.usage import Usage
 
-# Room for the reduce prompt's instructions and its answer inside the model's context window.
-REDUCE_CONTEXT_TOKENS = 12_000
-_PROMPT_OVERHEAD_TOKENS = 120
 PROGRESS_INTERVAL_SECONDS = 1.0
+# Kept back at the end of an invocation so the outcome is stored after the last LLM call.
+FINISH_SECONDS = 10.0
+_NEEDS_LLM = {"extract": "fill a JSON Schema from a document", "prompt": "follow instructions"}
+_NO_PRICE = "no price is known for model {model}: max_cost_usd cannot be enforced"
+# EMF takes at most 100 values of one metric per document; Powertools prints a full one even when disabled.
+_EMF_VALUES = 99
 
 
 @dataclass
@@ -32,12 +40,18 @@ class JobRun:
     job: Job
     services: Services
     usage: Usage
+    deadline: float | None = None
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    latencies: list[float] = field(default_factory=list)
 
 
-def process_job(job_id: str, services: Services, *, lease_seconds: float) -> str:
-    """Run the job if this delivery may claim it. Returns ``succeeded``, ``failed`` or ``skipped``."""
+def process_job(job_id: str, services: Services, *, lease_seconds: float, deadline: float | None = None) -> str:
+    """Run the job if this delivery may claim it. Returns ``succeeded``, ``failed`` or ``skipped``.
+
+    ``deadline`` is the ``time.monotonic()`` at which the invocation ends (the Lambda context's remaining time): no
+    LLM call outlives ``FINISH_SECONDS`` before it. None (a local run) leaves each call its configured timeout.
+    """
     job = services.jobs.claim(job_id, lease_seconds)
     if job is None:
         current = services.jobs.get(job_id)
@@ -46,7 +60,7 @@ def process_job(job_id: str, services: Services, *, lease_seconds: float) -> str
     settings = services.settings
     model = job.task.get("model") or settings.model
     run = JobRun(job, services, Usage(model=model if settings.uses_openai else None,
-                                      provider="openai" if settings.uses_openai else "offline-extractive"))
+                                      provider="openai" if settings.uses_openai else "offline"), deadline=deadline)
     started = time.monotonic()
     try:
         result = asyncio.run(_run(run, model))
@@ -55,6 +69,8 @@ def process_job(job_id: str, services: Services, *, lease_seconds: float) -> str
         services.jobs.mark_failed(job_id, failure.to_dict(), usage=run.usage.to_dict(), warnings=run.warnings)
         metrics.add_metric(name="JobsFailed", unit="Count", value=1)
         return "failed"
+    finally:
+        _emit_model_metrics(run)
     run.timings["total_seconds"] = round(time.monotonic() - started, 3)
     result["timings"] = run.timings
     key = services.documents.put_result(job_id, result)
@@ -70,6 +86,10 @@ def process_job(job_id: str, services: Services, *, lease_seconds: float) -> str
 
 async def _run(run: JobRun, model: str) -> dict[str, Any]:
     services, job, settings = run.services, run.job, run.services.settings
+    kind = job.task["type"]
+    if not settings.uses_openai and kind in _NEEDS_LLM:
+        raise JobFailure("llm_unavailable", f"the {kind} task needs an LLM endpoint (set OPENAI_API_KEY and/or "
+                                            f"OPENAI_BASE_URL): docpipe's offline provider cannot {_NEEDS_LLM[kind]}")
     clock = time.monotonic()
     data = services.documents.read_document(job.document["s3_key"], settings.max_document_bytes)
     document = extract_document(data, max_pages=settings.max_document_pages,
@@ -89,115 +109,168 @@ async def _run(run: JobRun, model: str) -> dict[str, Any]:
     logger.info("document chunked", extra={"pages": document.page_count, "chunks": len(chunks),
                                            "document_tokens": run.usage.document_tokens})
 
-    target_words = job.task.get("target_words", DEFAULT_TARGET_WORDS)
-    map_words = map_words_for(target_words, len(chunks))
-    chat = None
-    if settings.uses_openai:
-        _check_budget(run, chunks, map_words, target_words)
-        chat = services.chat(model)
-        summarizer: Any = LLMSummarizer(chat, map_words=map_words,
-                                        count_tokens=lambda text: len(encoding.encode(text, disallowed_special=())),
-                                        on_call=lambda completion: _record_call(run, completion))
-    else:
-        summarizer = ExtractiveSummarizer(map_words=map_words, page_at=document.page_at)
-        summarizer.prepare(document.text, chunks)
+    chat = services.chat(model) if settings.uses_openai else None
     try:
+        task = _task_for(run, document, chunks, chat, encoding)
+        run.usage.provider = task.provider
+        cache = _map_cache(run, task, document, chunks, model)
+        known = await cache.known() if cache else {}
+        refusal = _budget_refusal(run, task, chunks, known)
+        if refusal is not None:
+            raise refusal
+        gate = asyncio.Semaphore(settings.llm_concurrency)
         clock = time.monotonic()
-        partials = await _map(run, summarizer, chunks)
+        try:
+            partials = await map_chunks(
+                task, chunks, gate=gate, known=known,
+                halve=functools.partial(halve_chunk, encoding=encoding, page_at=document.page_at),
+                on_answer=cache.remember if cache else None, on_done=_progress_writer(run, len(chunks)),
+                warn=run.warnings.append)
+        finally:
+            if cache:
+                await cache.flush()  # answers paid for are kept, however the map ended
         run.timings["map_seconds"] = round(time.monotonic() - clock, 3)
+        if not partials:
+            raise JobFailure("unusable_answers", "no chunk of the document produced a usable answer; see warnings")
         clock = time.monotonic()
-        summary, levels = await reduce_partials(summarizer, partials, context_tokens=REDUCE_CONTEXT_TOKENS,
-                                                target_words=target_words)
+        final, levels = await task.reduce(partials, gate)
         run.timings["reduce_seconds"] = round(time.monotonic() - clock, 3)
     finally:
         if chat is not None:
             await chat.close()
-    return _result(run, document, chunks, summary, levels, summarizer.provider)
+    return _result(run, task, document, chunks, final, levels)
 
 
-async def _map(run: JobRun, summarizer: Any, chunks: list[Chunk]) -> list[Any]:
-    """Every chunk at once, at most ``llm_concurrency`` in flight; the first permanent error cancels the rest."""
-    settings = run.services.settings
-    gate = asyncio.Semaphore(settings.llm_concurrency)
-    results: list[Any] = [None] * len(chunks)
-    done = 0
+def _task_for(run: JobRun, document: Document, chunks: list[Chunk], chat: Any, encoding: Any) -> ChunkTask:
+    """The task type's implementation: the LLM one when an endpoint is configured, else the offline one."""
+    task, settings = run.job.task, run.services.settings
+    kind = task["type"]
+
+    def count(text: str) -> int:
+        return len(encoding.encode(text, disallowed_special=()))
+
+    if chat is None:
+        if kind == "classify":
+            from chalicelib.classify import KeywordClassifier
+
+            return KeywordClassifier(labels=task["labels"])
+        from chalicelib.summarize import DEFAULT_TARGET_WORDS, ExtractiveSummarizer, map_words_for
+
+        target_words = task.get("target_words", DEFAULT_TARGET_WORDS)
+        summarizer = ExtractiveSummarizer(map_words=map_words_for(target_words, len(chunks)),
+                                          page_at=document.page_at, target_words=target_words)
+        summarizer.prepare(document.text, chunks)
+        return summarizer
+    metered = MeteredChat(chat, usage=run.usage, prices=run.services.prices,
+                          budget=Budget.for_task(task, settings.default_max_total_tokens),
+                          deadline=None if run.deadline is None else run.deadline - FINISH_SECONDS,
+                          latencies=run.latencies)
+    if kind == "extract":
+        from chalicelib.structured import SchemaExtractor
+
+        return SchemaExtractor(metered, schema=task["schema"], answer_tokens=settings.map_output_tokens,
+                               count_tokens=count, warn=run.warnings.append)
+    if kind == "classify":
+        from chalicelib.classify import LLMClassifier
+
+        return LLMClassifier(metered, labels=task["labels"], count_tokens=count)
+    if kind == "prompt":
+        from chalicelib.custom_prompt import PromptTask
+
+        return PromptTask(metered, map_instruction=task["map"], reduce_instruction=task["reduce"],
+                          map_tokens=settings.map_output_tokens, reduce_tokens=settings.reduce_output_tokens,
+                          context_tokens=settings.reduce_context_tokens, count_tokens=count)
+    from chalicelib.summarize import DEFAULT_TARGET_WORDS, LLMSummarizer
+
+    return LLMSummarizer(metered, target_words=task.get("target_words", DEFAULT_TARGET_WORDS),
+                         chunk_count=len(chunks), count_tokens=count, context_tokens=settings.reduce_context_tokens)
+
+
+@dataclass
+class _JobCache:
+    """The map cache as one job uses it: its chunks' keys, the answers found, the answers to store."""
+
+    task: ChunkTask
+    keys: dict[int, str]
+    scope: str
+    cache: MapCache
+    usage: Usage
+
+    def __post_init__(self) -> None:
+        self._writer = CacheWriter(self.cache, self.scope)
+
+    async def known(self) -> dict[int, list[Any]]:
+        stored = await asyncio.to_thread(self.cache.load, self.scope)
+        found = {index: [self.task.load(a) for a in stored[key]] for index, key in self.keys.items()
+                 if key in stored}
+        self.usage.cache_hits = len(found)
+        return found
+
+    async def remember(self, chunk: Chunk, answers: list[Any]) -> None:
+        await self._writer.add(self.keys[chunk.index], [self.task.dump(a) for a in answers])
+
+    async def flush(self) -> None:
+        await self._writer.flush()
+
+
+def _map_cache(run: JobRun, task: ChunkTask, document: Document, chunks: list[Chunk], model: str) -> _JobCache | None:
+    """The job's view of the map cache; None when there is no cache or the task's answers are not cached."""
+    params = task.cache_params()
+    cache = run.services.map_cache
+    if cache is None or params is None:
+        return None
+    identity = {"endpoint": run.services.settings.llm_base_url or "", "model": model,
+                "prompt_version": task.prompt_version, "params": params}
+    scope = map_cache_scope(**identity, document=document.text)
+    keys = {c.index: map_cache_key(**identity, pages=c.pages, text=c.text) for c in chunks}
+    return _JobCache(task, keys, scope, cache, run.usage)
+
+
+def _progress_writer(run: JobRun, total: int) -> Any:
     last_write = time.monotonic()
 
-    async def one(chunk: Chunk) -> None:
-        nonlocal done, last_write
-        async with gate:
-            results[chunk.index] = await summarizer.map(chunk)
-        done += 1
+    def record(done: int) -> None:
+        nonlocal last_write
         # A write per chunk would hot-spot the job's row on large documents: at most one a second.
-        if time.monotonic() - last_write >= PROGRESS_INTERVAL_SECONDS and done < len(chunks):
+        if time.monotonic() - last_write >= PROGRESS_INTERVAL_SECONDS and done < total:
             last_write = time.monotonic()
             run.services.jobs.record_progress(run.job.job_id, done)
 
-    try:
-        async with asyncio.TaskGroup() as group:
-            for chunk in chunks:
-                group.create_task(one(chunk))
-    except ExceptionGroup as errors:
-        raise _decisive(errors) from None
-    return results
+    return record
 
 
-def _decisive(errors: BaseExceptionGroup) -> BaseException:
-    """The error that decides the job's fate: a permanent failure outranks a transient one."""
-    flat: list[BaseException] = []
-    pending: list[BaseException] = [errors]
-    while pending:
-        error = pending.pop()
-        if isinstance(error, BaseExceptionGroup):
-            pending.extend(error.exceptions)
-        else:
-            flat.append(error)
-    return next((e for e in flat if isinstance(e, JobFailure)), flat[0])
+def _budget_refusal(run: JobRun, task: ChunkTask, chunks: list[Chunk],
+                    known: dict[int, list[Any]]) -> JobFailure | None:
+    """The failure to raise before spending anything when the estimate is over the job's budget, else None.
+
+    ``known`` chunks (answered from the cache) cost nothing; the reduce is estimated over every chunk's answer.
+    """
+    if run.usage.model is None:
+        return None
+    asked = [c for c in chunks if c.index not in known]
+    prompt = completion = 0
+    for chunk in asked:
+        p, c = task.estimate_map(chunk)
+        prompt, completion = prompt + p, completion + c
+    p, c = task.estimate_reduce(len(chunks))
+    budget = Budget.for_task(run.job.task, run.services.settings.default_max_total_tokens)
+    refusal = budget.refusal(run.usage, run.services.prices, prompt_tokens=prompt + p,
+                             completion_tokens=completion + c, calls=len(asked) + (1 if p else 0))
+    no_price = _NO_PRICE.format(model=run.usage.model)
+    if budget.max_cost_usd is not None and run.usage.estimated_cost_usd is None and no_price not in run.warnings:
+        run.warnings.append(no_price)
+    return refusal
 
 
-def _record_call(run: JobRun, completion: Any) -> None:
-    run.usage.add_call(completion.prompt_tokens, completion.completion_tokens, run.services.prices)
-    limit = run.job.task.get("max_total_tokens") or run.services.settings.default_max_total_tokens
-    if run.usage.total_tokens > limit:
-        raise JobFailure("budget_exceeded", f"the job spent {run.usage.total_tokens} tokens, over its budget of "
-                                            f"{limit}; it was stopped")
-    max_cost = run.job.task.get("max_cost_usd")
-    if max_cost is not None and run.usage.cost_usd is not None and run.usage.cost_usd > max_cost:
-        raise JobFailure("budget_exceeded", f"the job spent ${run.usage.cost_usd:.4f}, over its budget of "
-                                            f"${max_cost}; it was stopped")
-
-
-def _check_budget(run: JobRun, chunks: list[Chunk], map_words: int, target_words: int) -> None:
-    """Refuse before spending anything when the estimate is already over the job's budget."""
-    completion = len(chunks) * map_words * 2 + (target_words * 2 if len(chunks) > 1 else 0)
-    prompt = sum(c.tokens + _PROMPT_OVERHEAD_TOKENS for c in chunks)
-    if len(chunks) > 1:
-        prompt += len(chunks) * map_words * 2 + _PROMPT_OVERHEAD_TOKENS
-    estimate = prompt + completion
-    limit = run.job.task.get("max_total_tokens") or run.services.settings.default_max_total_tokens
-    if estimate > limit:
-        raise JobFailure("budget_exceeded", f"the job would need about {estimate} tokens ({len(chunks)} chunks); "
-                                            f"its budget is {limit}. Nothing was spent.")
-    max_cost = run.job.task.get("max_cost_usd")
-    if max_cost is not None:
-        cost = cost_usd(run.services.prices, run.usage.model or "", prompt, completion)
-        if cost is None:
-            run.warnings.append(f"no price is known for model {run.usage.model}: max_cost_usd cannot be enforced")
-        elif cost > max_cost:
-            raise JobFailure("budget_exceeded", f"the job would cost about ${cost:.4f} ({estimate} tokens); its "
-                                                f"budget is ${max_cost}. Nothing was spent.")
-
-
-def _result(run: JobRun, document: Document, chunks: list[Chunk], summary: Any, levels: int,
-            provider: str) -> dict[str, Any]:
-    result: dict[str, Any] = {
+def _result(run: JobRun, task: ChunkTask, document: Document, chunks: list[Chunk], final: Any,
+            levels: int) -> dict[str, Any]:
+    return {
         "job_id": run.job.job_id,
         "task": run.job.task,
-        "provider": provider,
+        "provider": task.provider,
         "model": run.usage.model,
-        "prompt_version": PROMPT_VERSION,
-        "summary": summary.text,
-        "pages_cited": sorted({p for _t, p in summary.sentences}) if summary.sentences else _cited_pages(summary.text),
+        "prompt_version": task.prompt_version,
+        **task.result(final),
         "document": {"kind": document.kind, "pages": document.page_count, "characters": len(document.text),
                      "chunks": len(chunks), "tokens": run.usage.document_tokens},
         "chunks": [{"index": c.index, "pages": c.pages, "start": c.start, "end": c.end, "tokens": c.tokens}
@@ -206,29 +279,37 @@ def _result(run: JobRun, document: Document, chunks: list[Chunk], summary: Any, 
         "usage": run.usage.to_dict(),
         "warnings": run.warnings,
     }
-    if summary.sentences:
-        result["sentences"] = [{"text": t, "page": p} for t, p in summary.sentences]
-    if provider == "offline-extractive":
-        result["note"] = ("No LLM endpoint is configured (OPENAI_API_KEY / OPENAI_BASE_URL), so docpipe's offline "
-                          "provider selected the document's most representative sentences by word-frequency "
-                          "ranking. Nothing here was written by a language model.")
-    return result
-
-
-def _cited_pages(text: str) -> list[int]:
-    import re
-
-    return sorted({int(n) for n in re.findall(r"\(pp?\.\s*(\d+)", text)})
 
 
 def _emit_metrics(run: JobRun) -> None:
     metrics.add_metric(name="JobsSucceeded", unit="Count", value=1)
-    metrics.add_metric(name="LLMCalls", unit="Count", value=run.usage.calls)
-    metrics.add_metric(name="PromptTokens", unit="Count", value=run.usage.prompt_tokens)
-    metrics.add_metric(name="CompletionTokens", unit="Count", value=run.usage.completion_tokens)
-    if run.usage.cost_usd:
-        metrics.add_metric(name="CostMicroUSD", unit="Count", value=round(run.usage.cost_usd * 1_000_000))
     for stage in ("extract_seconds", "chunk_seconds", "map_seconds", "reduce_seconds"):
         if stage in run.timings:
             metrics.add_metric(name=stage.replace("_seconds", "Milliseconds").capitalize(), unit="Milliseconds",
                                value=round(run.timings[stage] * 1000))
+
+
+def _emit_model_metrics(run: JobRun) -> None:
+    """What the job's LLM work cost, with the model as a dimension: tokens, cost, calls, retries, cache hits, latency.
+
+    Emitted however the job ended — a failed job's tokens were paid for too.
+    """
+    usage = run.usage
+    if usage.model is None or not (usage.calls or usage.cache_hits):
+        return
+    from aws_lambda_powertools.metrics import EphemeralMetrics
+
+    per_model = EphemeralMetrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "docpipe"))
+    batches = [run.latencies[i:i + _EMF_VALUES] for i in range(0, len(run.latencies), _EMF_VALUES)] or [[]]
+    for position, batch in enumerate(batches):
+        per_model.add_dimension(name="model", value=usage.model)  # each flush clears the dimensions
+        if position == 0:
+            per_model.add_metric(name="LLMCalls", unit="Count", value=usage.calls)
+            per_model.add_metric(name="LLMRetries", unit="Count", value=usage.retries)
+            per_model.add_metric(name="PromptTokens", unit="Count", value=usage.prompt_tokens)
+            per_model.add_metric(name="CompletionTokens", unit="Count", value=usage.completion_tokens)
+            per_model.add_metric(name="MapCacheHits", unit="Count", value=usage.cache_hits)
+            per_model.add_metric(name="CostMicroUSD", unit="Count", value=round((usage.cost_usd or 0) * 1_000_000))
+        for latency in batch:
+            per_model.add_metric(name="LLMLatency", unit="Milliseconds", value=round(latency * 1000))
+        per_model.flush_metrics()

@@ -5,6 +5,7 @@ Handlers ask for ``get_services()``; tests build ``Services`` with their own par
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass, field
@@ -14,7 +15,9 @@ from typing import Any, Callable
 from chalicelib import aws
 from chalicelib.config import Settings, get_settings
 from chalicelib.jobs import JobStore
+from chalicelib.mapcache import MapCache
 from chalicelib.storage import DocumentStore
+from chalicelib.tokens import count_tokens
 from chalicelib.usage import price_table
 
 
@@ -51,6 +54,8 @@ class Services:
     prices: dict[str, tuple[float, float]]
     chat_factory: Callable[[str], Any] | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    map_cache: Any = None
+    throttles: dict[str, Any] = field(default_factory=dict)
 
     def chat(self, model: str) -> Any:
         """A chat model for ``model`` on the configured endpoint."""
@@ -61,10 +66,20 @@ class Services:
 
         s = self.settings
         chat = ChatModel(model=model, api_key=s.llm_api_key, base_url=s.llm_base_url,
-                         timeout=s.llm_timeout_seconds, max_retries=s.llm_max_attempts - 1)
+                         timeout=s.llm_timeout_seconds, max_retries=s.llm_max_attempts - 1,
+                         throttle=self.throttle(model), count_tokens=functools.partial(count_tokens, model=model))
         # The breaker's state shares the idempotency table: both are Powertools records keyed by "id".
         return GuardedChat(chat, table_name=s.idempotency_table, failure_threshold=s.breaker_failures,
                            recovery_seconds=s.breaker_recovery_seconds, concurrency=s.llm_concurrency)
+
+    def throttle(self, model: str) -> Any:
+        """The provider's rate limits for ``model``, shared by every job this worker instance runs."""
+        if model not in self.throttles:
+            from chalicelib.ratelimit import Throttle
+
+            self.throttles[model] = Throttle(requests_per_minute=self.settings.llm_requests_per_minute,
+                                             tokens_per_minute=self.settings.llm_tokens_per_minute)
+        return self.throttles[model]
 
 
 @lru_cache(maxsize=1)
@@ -79,4 +94,5 @@ def get_services() -> Services:
         documents=DocumentStore(aws.client("s3"), settings.bucket),
         queue=JobQueue(aws.client("sqs"), settings.jobs_queue),
         prices=price_table(os.environ),
+        map_cache=MapCache(aws.client("s3"), settings.bucket) if settings.map_cache else None,
     )

@@ -1,24 +1,33 @@
 """What a client may ask docpipe to do with a document, validated before any job exists.
 
-A task is stored on the job exactly as normalised here, so the worker never re-validates client input.
+A task is stored on the job exactly as normalised here, so the worker never re-validates client input. Each bad
+option has its own 400 code: ``unknown_task``, ``invalid_task`` (a common or summarize option), ``invalid_schema``
+(extract), ``invalid_labels`` (classify), ``invalid_prompt`` (prompt).
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any, Mapping
 
 from chalicelib.errors import RequestError
 
-TASK_TYPES = ("summarize",)
+TASK_TYPES = ("summarize", "extract", "classify", "prompt")
 
 # Options every task type takes: which model, and the job's budget.
 _COMMON = {"type", "model", "max_total_tokens", "max_cost_usd"}
-_SPECIFIC = {"summarize": {"target_words"}}
+_SPECIFIC = {"summarize": {"target_words"}, "extract": {"schema"}, "classify": {"labels"},
+             "prompt": {"map", "reduce"}}
 _MAX_MODEL_NAME = 100
+MAX_SCHEMA_BYTES = 20_000
+MAX_LABELS = 50
+MAX_LABEL_NAME = 100
+MAX_LABEL_DESCRIPTION = 500
+MAX_INSTRUCTION = 4_000
 
 
-def _bad(message: str) -> RequestError:
-    return RequestError("invalid_task", message)
+def _bad(message: str, code: str = "invalid_task") -> RequestError:
+    return RequestError(code, message)
 
 
 def _positive_int(task: dict, name: str, upper: int) -> None:
@@ -50,11 +59,94 @@ def parse_task(raw: Any) -> dict[str, Any]:
     cost = task.get("max_cost_usd")
     if cost is not None and (isinstance(cost, bool) or not isinstance(cost, (int, float)) or not 0 < cost <= 10_000):
         raise _bad("task.max_cost_usd must be a number between 0 and 10000")
+    if task_type == "extract":
+        _check_schema(task.get("schema"))
+    elif task_type == "classify":
+        _check_labels(task.get("labels"))
+    elif task_type == "prompt":
+        _check_instructions(task)
     return task
 
 
+def _check_schema(schema: Any) -> None:
+    """A JSON Schema whose root is an object (structured outputs need one), self-contained, of a sensible size."""
+    def bad(message: str) -> RequestError:
+        return _bad(message, "invalid_schema")
+
+    if schema is None:
+        raise bad('the extract task needs task.schema, a JSON Schema such as {"type": "object", "properties": '
+                  '{"title": {"type": "string"}}}')
+    if not isinstance(schema, dict):
+        raise bad("task.schema must be a JSON Schema object")
+    if len(json.dumps(schema)) > MAX_SCHEMA_BYTES:
+        raise bad(f"task.schema must be at most {MAX_SCHEMA_BYTES} bytes of JSON")
+    if schema.get("type") != "object":
+        raise bad('task.schema must describe an object: its root needs "type": "object"')
+    remote = _remote_ref(schema)
+    if remote is not None:
+        raise bad(f"task.schema may only reference its own definitions (\"#/...\"); it refers to {remote[:100]!r}")
+    from jsonschema import SchemaError, validators
+
+    try:
+        validators.validator_for(schema, default=validators.Draft202012Validator).check_schema(schema)
+    except SchemaError as exc:
+        path = "/" + "/".join(str(p) for p in exc.absolute_path)
+        raise bad(f"task.schema is not a valid JSON Schema at {path}: {exc.message[:200]}") from None
+
+
+def _remote_ref(schema: Any) -> str | None:
+    """The first ``$ref`` that points outside the schema (docpipe never fetches one)."""
+    if isinstance(schema, dict):
+        ref = schema.get("$ref")
+        if isinstance(ref, str) and not ref.startswith("#"):
+            return ref
+        values = schema.values()
+    elif isinstance(schema, list):
+        values = schema
+    else:
+        return None
+    return next((found for value in values if (found := _remote_ref(value)) is not None), None)
+
+
+def _check_labels(labels: Any) -> None:
+    def bad(message: str) -> RequestError:
+        return _bad(message, "invalid_labels")
+
+    if not isinstance(labels, list) or not 2 <= len(labels) <= MAX_LABELS:
+        raise bad(f"the classify task needs task.labels, a list of 2 to {MAX_LABELS} labels: names, or objects "
+                  f'{{"name", "description"}}')
+    names = []
+    for position, label in enumerate(labels):
+        if isinstance(label, dict):
+            if set(label) - {"name", "description"}:
+                raise bad(f"task.labels[{position}] may only have name and description")
+            name, description = label.get("name"), label.get("description")
+            if description is not None and (not isinstance(description, str)
+                                            or len(description) > MAX_LABEL_DESCRIPTION):
+                raise bad(f"task.labels[{position}].description must be text of at most {MAX_LABEL_DESCRIPTION} "
+                          f"characters")
+        else:
+            name = label
+        if not isinstance(name, str) or not name.strip() or len(name) > MAX_LABEL_NAME:
+            raise bad(f"task.labels[{position}] needs a name of 1 to {MAX_LABEL_NAME} characters")
+        names.append(name.strip().casefold())
+    if len(set(names)) != len(names):
+        raise bad("task.labels must have distinct names")
+
+
+def _check_instructions(task: dict[str, Any]) -> None:
+    for name in ("map", "reduce"):
+        value = task.get(name)
+        if not isinstance(value, str) or not value.strip() or len(value) > MAX_INSTRUCTION:
+            raise _bad(f"the prompt task needs task.{name}, an instruction of 1 to {MAX_INSTRUCTION} characters "
+                       f"(the document is given to the model separately, as data)", "invalid_prompt")
+
+
 def task_from_query(query: Mapping[str, str] | None) -> dict[str, Any]:
-    """The task of a raw-body submission: ``POST /jobs?task=summarize&target_words=150``."""
+    """The task of a raw-body submission: ``POST /jobs?task=summarize&target_words=150``.
+
+    ``labels`` is comma-separated (``?task=classify&labels=invoice,contract``) and ``schema`` is JSON text.
+    """
     query = dict(query or {})
     raw: dict[str, Any] = {"type": query.pop("task", "summarize")}
     for name, value in query.items():
@@ -68,6 +160,13 @@ def task_from_query(query: Mapping[str, str] | None) -> dict[str, Any]:
                 raw[name] = float(value)
             except ValueError:
                 raise _bad("query parameter max_cost_usd must be a number") from None
+        elif name == "labels":
+            raw[name] = [label.strip() for label in value.split(",") if label.strip()]
+        elif name == "schema":
+            try:
+                raw[name] = json.loads(value)
+            except ValueError:
+                raise _bad("query parameter schema must be a JSON Schema as JSON text", "invalid_schema") from None
         else:
             raw[name] = value
     return parse_task(raw)

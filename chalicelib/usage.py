@@ -40,15 +40,23 @@ def cost_usd(prices: Mapping[str, tuple[float, float]], model: str, prompt_token
 
 @dataclass
 class Usage:
-    """Running totals for one job; ``cost_usd`` is None when the model has no known price."""
+    """Running totals for one job; ``cost_usd`` is None when the model has no known price.
+
+    ``cache_hits`` counts chunks answered from the map cache (no call, no tokens); ``retries`` the attempts repeated
+    after transient errors; ``estimated_*`` the pre-flight estimate the budget was checked against.
+    """
 
     model: str | None
     provider: str
     prompt_tokens: int = 0
     completion_tokens: int = 0
     calls: int = 0
+    retries: int = 0
+    cache_hits: int = 0
     document_tokens: int = 0
     cost_usd: float | None = 0.0
+    estimated_tokens: int | None = None
+    estimated_cost_usd: float | None = None
 
     @property
     def total_tokens(self) -> int:

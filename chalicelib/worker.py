@@ -64,9 +64,14 @@ def handle_job_record(record: Any, context: Any, services: Services) -> None:
     interval = services.settings.heartbeat_seconds
     heartbeat = Heartbeat(services, job_id, queue_url=aws.queue_url(record.event_source_arn.rsplit(":", 1)[-1]),
                           receipt_handle=record.receipt_handle, interval=interval)
+    deadline = time.monotonic() + context.get_remaining_time_in_millis() / 1000 if context else None
     try:
         with heartbeat:
-            process_job(job_id, services, lease_seconds=LEASE_BEATS * interval)
+            outcome = process_job(job_id, services, lease_seconds=LEASE_BEATS * interval, deadline=deadline)
+        if outcome == "skipped":
+            _leave_to_live_worker(job_id, services, heartbeat)
+    except JobBusy:
+        raise
     except CircuitBreakerOpenError:
         _wait_out_outage(job_id, services)
     except TransientError as exc:
@@ -91,6 +96,25 @@ def _retry_or_fail(job_id: str, error: dict[str, str], receives: int, services: 
     services.jobs.release(job_id, error)
     heartbeat.hide_message(backoff)
     raise TransientError(error["code"], error["message"])
+
+
+class JobBusy(TransientError):
+    """Another worker holds the job: this delivery must neither run it nor be deleted."""
+
+
+def _leave_to_live_worker(job_id: str, services: Services, heartbeat: "Heartbeat") -> None:
+    """A delivery of a job another worker holds comes back when that worker's lease ends.
+
+    If the holder finishes first, that later delivery finds the job done and is deleted; if the holder died, it
+    takes the job over. Deleting it now would leave a dead worker's job RUNNING for good.
+    """
+    job = services.jobs.get(job_id)
+    if job is None or job.finished:
+        return
+    wait = max(1, int(job.lease_until - time.time()) + 1)
+    heartbeat.hide_message(min(wait, 900))
+    logger.info("job held by another worker; this delivery waits for its lease", extra={"wait_seconds": wait})
+    raise JobBusy("job_busy", f"job {job_id} is held by another worker")
 
 
 def _wait_out_outage(job_id: str, services: Services) -> None:
@@ -132,6 +156,8 @@ class Heartbeat:
         self._thread = threading.Thread(target=self._run, name=f"heartbeat-{job_id}", daemon=True)
 
     def __enter__(self) -> "Heartbeat":
+        # The first beat at once: from the start, the message stays hidden exactly as long as the lease holds.
+        self.hide_message(int(LEASE_BEATS * self._interval))
         self._thread.start()
         return self
 
@@ -166,6 +192,10 @@ def handle_dead_letters(event: dict[str, Any], services: Services) -> None:
             continue
         job = services.jobs.get(job_id)
         if job is None or job.finished:
+            continue
+        if job.status == "RUNNING" and job.lease_until > time.time():
+            # A duplicate's copy ran out of deliveries while a live worker holds the job: that worker finishes it.
+            logger.info("dead letter for a job a live worker holds; left to it", extra={"job_id": job_id})
             continue
         error = job.last_error or {"code": "delivery_exhausted",
                                    "message": "every delivery of this job ended without a result (the worker "

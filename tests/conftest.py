@@ -40,7 +40,20 @@ _HOST, _PORT = _EMULATOR.get_host_and_port()
 EMULATOR_URL = f"http://{_HOST}:{_PORT}"
 os.environ.update(AWS_ENDPOINT_URL=EMULATOR_URL, MOTO_PORT=str(_PORT))
 
+import chalice.test  # noqa: E402
 from chalice.app import S3EventConfig  # noqa: E402
+from chalice.local import LambdaContext  # noqa: E402
+
+
+class _ConfiguredLambdaContext(LambdaContext):
+    """chalice.test gives every invoke 3 s to live whatever the function's timeout; Lambda gives the configured
+    timeout (the worker's is minutes). The pipeline budgets its LLM calls by this, so tests get a real one."""
+
+    def __init__(self, function_name, memory_size, max_runtime_ms=300_000, time_source=None):
+        super().__init__(function_name, memory_size, max_runtime_ms=max_runtime_ms, time_source=time_source)
+
+
+chalice.test.LambdaContext = _ConfiguredLambdaContext
 
 import app as docpipe_app  # noqa: E402
 from devstack.resources import provision  # noqa: E402

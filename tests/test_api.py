@@ -389,7 +389,7 @@ def test_real_api_gateway_event_shape_with_a_valid_base64_body_is_accepted(clien
 # --- the API Lambda stays light ---------------------------------------------------------------------------------------
 
 def test_importing_the_app_does_not_load_the_worker_libraries():
-    heavy = ("openai", "pypdf", "tiktoken", "semchunk")
+    heavy = ("openai", "pypdf", "tiktoken")
     # find_spec first: the libraries are installed, so the check below could see them if app.py imported them.
     code = ("import importlib.util, json, sys\n"
             f"assert all(importlib.util.find_spec(m) for m in {heavy!r}), 'a worker library is not installed'\n"
