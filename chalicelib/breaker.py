@@ -4,8 +4,8 @@ Powertools' circuit breaker keeps the state (closed, open, half-open with one el
 the provider goes down every Lambda stops calling it after a few failures, and only one probes it after the
 recovery timeout. Its decorator is synchronous while the LLM calls are coroutines, so each call runs inside the
 breaker on a worker thread that hands the coroutine back to the job's event loop and waits for it; the event loop
-itself never blocks. Only transient errors (throttling, 5xx, timeouts) count as failures: a rejected API key is a
-job's problem, not an outage.
+itself never blocks. Only the provider's transient errors (throttling, 5xx, timeouts, unreachable) count as
+failures: a rejected API key is a job's problem, and running out of invocation time is the worker's, not outages.
 
 While the circuit is open a call raises ``CircuitBreakerOpenError``; the worker then puts the job back on the queue
 with a delay instead of spending its deliveries (see ``worker.py``).
@@ -18,8 +18,6 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from typing import Any
 
-from chalicelib.errors import TransientError
-
 CIRCUIT_NAME = "docpipe-llm"
 
 
@@ -29,6 +27,7 @@ def _guard(table_name: str, failure_threshold: int, recovery_seconds: int) -> An
     from aws_lambda_powertools.utilities.circuit_breaker.persistence import CircuitBreakerDynamoDBPersistence
 
     from chalicelib import aws
+    from chalicelib.llm import EndpointBusy
     from chalicelib.observability import logger
 
     def on_transition(transition: Any) -> None:
@@ -38,7 +37,7 @@ def _guard(table_name: str, failure_threshold: int, recovery_seconds: int) -> An
     persistence = CircuitBreakerDynamoDBPersistence(table_name=table_name, boto3_client=aws.client("dynamodb"))
     # One probe success closes the circuit: a recovered provider should drain the backlog at once.
     config = CircuitBreakerConfig(failure_threshold=failure_threshold, recovery_timeout=recovery_seconds,
-                                  success_threshold=1, handled_exceptions=(TransientError,), local_cache_max_age=2)
+                                  success_threshold=1, handled_exceptions=(EndpointBusy,), local_cache_max_age=2)
 
     @circuit_breaker(name=CIRCUIT_NAME, persistence_store=persistence, config=config, on_transition=on_transition)
     def run(call: Any) -> Any:

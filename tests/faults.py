@@ -113,7 +113,7 @@ def run(scenario: Scenario) -> Report:
 
         fake.fault = fault
         env = {**STACK_ENV, "OPENAI_BASE_URL": fake.base_url}
-        with LocalStack(api_port=free_port(), emulator_port=free_port(), extra_env=env, worker_timeout=10,
+        with LocalStack(api_port=free_port(), emulator_port=free_port(), extra_env=env, worker_timeout=60,
                         duplicate_deliveries=scenario.duplicate_deliveries,
                         app_log=LOCAL_DIR / f"faults-{scenario.name}.log") as stack:
             s3 = boto3.client("s3", endpoint_url=stack.emulator.url, region_name="us-east-1",

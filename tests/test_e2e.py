@@ -124,7 +124,7 @@ def test_openai_path_and_a_killed_app_lose_no_job():
         fake.latency = 1.5
         env = {"OPENAI_BASE_URL": fake.base_url, "OPENAI_API_KEY": "sk-e2e-test",
                "DOCPIPE_CHUNK_TOKENS": "60", "DOCPIPE_CHUNK_OVERLAP_TOKENS": "0", "DOCPIPE_HEARTBEAT_SECONDS": "2"}
-        with LocalStack(api_port=free_port(), emulator_port=free_port(), extra_env=env, worker_timeout=5,
+        with LocalStack(api_port=free_port(), emulator_port=free_port(), extra_env=env, worker_timeout=30,
                         app_log=LOCAL_DIR / "e2e-openai.log") as stack:
             status, job = http("POST", f"{stack.api_url}/jobs", json.dumps({
                 "document": {"text": "\f".join(PAGES)}, "task": {"type": "summarize"}}).encode(),
