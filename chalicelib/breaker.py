@@ -55,8 +55,33 @@ class GuardedChat:
         self._guarded = _guard(table_name, failure_threshold, recovery_seconds)
         self._threads = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="llm-breaker")
         self.model = getattr(chat, "model", None)
+        self._in_flight = 0
+        self._idle = asyncio.Event()
 
     async def complete(self, messages: list[dict[str, str]], **options: Any) -> Any:
+        from aws_lambda_powertools.utilities.circuit_breaker import CircuitBreakerOpenError
+
+        try:
+            return await self._call(messages, options)
+        except CircuitBreakerOpenError:
+            if self._in_flight == 0:
+                raise
+        # A call of this job may be the breaker's one probe: failing now would cancel it with the job, and the
+        # circuit would never learn that the provider is back. Wait for this job's calls, then ask once more.
+        await self._idle.wait()
+        return await self._call(messages, options)
+
+    async def _call(self, messages: list[dict[str, str]], options: dict[str, Any]) -> Any:
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            return await self._run(messages, options)
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.set()
+
+    async def _run(self, messages: list[dict[str, str]], options: dict[str, Any]) -> Any:
         loop = asyncio.get_running_loop()
         started: list[Any] = []
 
