@@ -38,14 +38,17 @@ def job_id_from(body: str) -> str | None:
 def handle_job_batch(event: dict[str, Any], context: Any, services: Services) -> dict[str, Any]:
     from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 
+    waiting = Waiting(services, event.get("Records", []), interval=services.settings.heartbeat_seconds)
+
     def record_handler(record: Any) -> None:
+        waiting.started(record.receipt_handle)
         handle_job_record(record, context, services)
 
-    return process_partial_response(event=event, record_handler=record_handler,
-                                    # A batch that failed whole is still answered, not raised: it is an expected case.
-                                    processor=BatchProcessor(event_type=EventType.SQS,
-                                                             raise_on_entire_batch_failure=False),
-                                    context=context)
+    # A batch that failed whole is still answered, not raised: it is an expected case.
+    processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+    with waiting:
+        return process_partial_response(event=event, record_handler=record_handler, processor=processor,
+                                        context=context)
 
 
 def handle_job_record(record: Any, context: Any, services: Services) -> None:
@@ -136,6 +139,51 @@ def _wait_out_outage(job_id: str, services: Services) -> None:
     services.queue.send(job_id, delay_seconds=delay)
     logger.warning("LLM circuit open: job deferred", extra={"delay_seconds": delay})
     metrics.add_metric(name="JobsDeferred", unit="Count", value=1)
+
+
+class Waiting:
+    """The messages of a batch that wait their turn stay hidden only a few beats ahead, like a running one.
+
+    Records of a batch run one after another; without this, the later ones would keep the queue's long visibility
+    timeout and, if the worker died, come back only after it.
+    """
+
+    def __init__(self, services: Services, records: list[dict[str, Any]], *, interval: float) -> None:
+        self._services = services
+        self._pending = {r["receiptHandle"]: aws.queue_url(r["eventSourceARN"].rsplit(":", 1)[-1])
+                         for r in records if r.get("receiptHandle") and r.get("eventSourceARN")}
+        self._lock = threading.Lock()
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="batch-heartbeat", daemon=True)
+
+    def started(self, receipt_handle: str) -> None:
+        with self._lock:
+            self._pending.pop(receipt_handle, None)
+
+    def __enter__(self) -> "Waiting":
+        self._beat()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._beat()
+
+    def _beat(self) -> None:
+        with self._lock:
+            pending = list(self._pending.items())
+        for receipt_handle, queue_url in pending:
+            try:
+                self._services.queue.sqs.change_message_visibility(
+                    QueueUrl=queue_url, ReceiptHandle=receipt_handle,
+                    VisibilityTimeout=int(LEASE_BEATS * self._interval))
+            except Exception as exc:  # a missed beat only means that message comes back later
+                logger.warning("batch heartbeat failed", extra={"reason": str(exc)[:200]})
 
 
 class Heartbeat:
