@@ -150,7 +150,7 @@ class Waiting:
 
     def __init__(self, services: Services, records: list[dict[str, Any]], *, interval: float) -> None:
         self._services = services
-        self._pending = {r["receiptHandle"]: aws.queue_url(r["eventSourceARN"].rsplit(":", 1)[-1])
+        self._pending = {r["receiptHandle"]: r["eventSourceARN"].rsplit(":", 1)[-1]
                          for r in records if r.get("receiptHandle") and r.get("eventSourceARN")}
         self._lock = threading.Lock()
         self._interval = interval
@@ -177,10 +177,10 @@ class Waiting:
     def _beat(self) -> None:
         with self._lock:
             pending = list(self._pending.items())
-        for receipt_handle, queue_url in pending:
+        for receipt_handle, queue_name in pending:
             try:
                 self._services.queue.sqs.change_message_visibility(
-                    QueueUrl=queue_url, ReceiptHandle=receipt_handle,
+                    QueueUrl=aws.queue_url(queue_name), ReceiptHandle=receipt_handle,
                     VisibilityTimeout=int(LEASE_BEATS * self._interval))
             except Exception as exc:  # a missed beat only means that message comes back later
                 logger.warning("batch heartbeat failed", extra={"reason": str(exc)[:200]})
