@@ -6,6 +6,7 @@ called (not at import), because Chalice applies per-stage variables just before 
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from functools import lru_cache
@@ -68,7 +69,8 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -
     return value
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
+def positive_number(env: Mapping[str, str], name: str, default: float) -> float:
+    """A positive, finite number from ``env[name]``, or ``default`` when unset."""
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -76,8 +78,8 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-    if value <= 0:
-        raise ConfigError(f"{name} must be positive, got {value}")
+    if not 0 < value < math.inf:  # also refuses nan
+        raise ConfigError(f"{name} must be a positive finite number, got {raw!r}")
     return value
 
 
@@ -112,7 +114,7 @@ def load_settings(env: Mapping[str, str] = os.environ) -> Settings:
         llm_api_key=env.get("OPENAI_API_KEY") or None,
         llm_base_url=env.get("OPENAI_BASE_URL") or None,
         llm_concurrency=_int(env, "DOCPIPE_LLM_CONCURRENCY", 16, minimum=1),
-        llm_timeout_seconds=_float(env, "DOCPIPE_LLM_TIMEOUT_SECONDS", 60.0),
+        llm_timeout_seconds=positive_number(env, "DOCPIPE_LLM_TIMEOUT_SECONDS", 60.0),
         llm_max_attempts=_int(env, "DOCPIPE_LLM_MAX_ATTEMPTS", 3, minimum=1),
         chunk_tokens=chunk_tokens,
         chunk_overlap_tokens=overlap,

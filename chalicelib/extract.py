@@ -8,14 +8,13 @@ too big, garbled — or as a ``JobFailure`` with one of the codes of the contrac
 
 from __future__ import annotations
 
-import math
 import os
 from bisect import bisect_right
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
-from chalicelib.config import ConfigError
+from chalicelib.config import positive_number
 from chalicelib.errors import JobFailure
 from chalicelib.legibility import is_xfa_placeholder, looks_garbled
 from chalicelib.normalise import join_hyphenated, normalise
@@ -97,23 +96,10 @@ def reading_limits(env: Mapping[str, str] = os.environ) -> ReadingLimits:
     """
     defaults = ReadingLimits()
     return ReadingLimits(
-        page_seconds=_positive(env, "DOCPIPE_PAGE_TIMEOUT_SECONDS", defaults.page_seconds),
-        document_seconds=_positive(env, "DOCPIPE_EXTRACT_TIMEOUT_SECONDS", defaults.document_seconds),
-        memory_mb=int(_positive(env, "DOCPIPE_EXTRACT_MEMORY_MB", defaults.memory_mb)),
+        page_seconds=positive_number(env, "DOCPIPE_PAGE_TIMEOUT_SECONDS", defaults.page_seconds),
+        document_seconds=positive_number(env, "DOCPIPE_EXTRACT_TIMEOUT_SECONDS", defaults.document_seconds),
+        memory_mb=int(positive_number(env, "DOCPIPE_EXTRACT_MEMORY_MB", defaults.memory_mb)),
     )
-
-
-def _positive(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-    if not 0 < value < math.inf:  # also refuses nan
-        raise ConfigError(f"{name} must be a positive finite number, got {raw!r}")
-    return value
 
 
 def _assemble(raw_pages: Sequence[str | SkippedPage], kind: str, limits: ReadingLimits) -> Document:
