@@ -114,6 +114,8 @@ class ChatModel:
     async def complete(self, messages: list[dict[str, str]], *, max_tokens: int,
                        response_format: dict[str, Any] | None = None, deadline: float | None = None) -> Completion:
         """One answer; retried here on transient errors. ``deadline`` is a ``time.monotonic()`` no attempt outlives."""
+        from openai.types.chat import ChatCompletion
+
         request: dict[str, Any] = {"model": self.model, "messages": messages, "max_tokens": max_tokens,
                                    "temperature": 0}
         if response_format is not None:
@@ -125,8 +127,10 @@ class ChatModel:
                                          deadline=None if deadline is None else deadline - MIN_ATTEMPT_SECONDS)
             started = self._clock()
             try:
-                response = await self._client.chat.completions.create(
-                    **request, timeout=self._attempt_timeout(deadline))
+                # The SDK's own POST with a ready body: ``chat.completions.create`` would re-walk every message
+                # against its typed signature first, about 1.3 ms of CPU a call, paid C times per wave of calls.
+                response = await self._client.post("/chat/completions", cast_to=ChatCompletion, body=request,
+                                                   options={"timeout": self._attempt_timeout(deadline)})
             except Exception as exc:
                 error = _classify(exc)
             else:

@@ -119,22 +119,26 @@ async def _run(run: JobRun, model: str) -> dict[str, Any]:
         if refusal is not None:
             raise refusal
         gate = asyncio.Semaphore(settings.llm_concurrency)
+        progress = _ProgressWriter(run, len(chunks))
         clock = time.monotonic()
+        # Answers paid for are kept however the map ends; their last store runs beside the reduce, not before it.
+        stored = None
         try:
             partials = await map_chunks(
                 task, chunks, gate=gate, known=known,
                 halve=functools.partial(halve_chunk, encoding=encoding, page_at=document.page_at),
-                on_answer=cache.remember if cache else None, on_done=_progress_writer(run, len(chunks)),
-                warn=run.warnings.append)
-        finally:
+                on_answer=cache.remember if cache else None, on_done=progress, warn=run.warnings.append)
+            run.timings["map_seconds"] = round(time.monotonic() - clock, 3)
             if cache:
-                await cache.flush()  # answers paid for are kept, however the map ended
-        run.timings["map_seconds"] = round(time.monotonic() - clock, 3)
-        if not partials:
-            raise JobFailure("unusable_answers", "no chunk of the document produced a usable answer; see warnings")
-        clock = time.monotonic()
-        final, levels = await task.reduce(partials, gate)
-        run.timings["reduce_seconds"] = round(time.monotonic() - clock, 3)
+                stored = asyncio.create_task(cache.flush())
+            if not partials:
+                raise JobFailure("unusable_answers",
+                                 "no chunk of the document produced a usable answer; see warnings")
+            clock = time.monotonic()
+            final, levels = await task.reduce(partials, gate)
+            run.timings["reduce_seconds"] = round(time.monotonic() - clock, 3)
+        finally:
+            await asyncio.gather(progress.drain(), stored or (cache.flush() if cache else asyncio.sleep(0)))
     finally:
         if chat is not None:
             await chat.close()
@@ -226,17 +230,34 @@ def _map_cache(run: JobRun, task: ChunkTask, document: Document, chunks: list[Ch
     return _JobCache(task, keys, scope, cache, run.usage)
 
 
-def _progress_writer(run: JobRun, total: int) -> Any:
-    last_write = time.monotonic()
+class _ProgressWriter:
+    """``chunks_done`` on the job's row as chunks finish: at most one write a second, off the event loop.
 
-    def record(done: int) -> None:
-        nonlocal last_write
-        # A write per chunk would hot-spot the job's row on large documents: at most one a second.
-        if time.monotonic() - last_write >= PROGRESS_INTERVAL_SECONDS and done < total:
-            last_write = time.monotonic()
-            run.services.jobs.record_progress(run.job.job_id, done)
+    A write per chunk would hot-spot the row on large documents, and a write on the loop would hold up every call
+    waiting to start. Writes that arrive out of order are harmless (progress only moves forward); ``drain()`` waits
+    for the last one before the job moves on.
+    """
 
-    return record
+    def __init__(self, run: JobRun, total: int) -> None:
+        self._run = run
+        self._total = total
+        self._last_write = time.monotonic()
+        self._writes: set[asyncio.Task[None]] = set()
+
+    def __call__(self, done: int) -> None:
+        if time.monotonic() - self._last_write < PROGRESS_INTERVAL_SECONDS or done >= self._total:
+            return
+        self._last_write = time.monotonic()
+        write = asyncio.create_task(asyncio.to_thread(self._run.services.jobs.record_progress,
+                                                      self._run.job.job_id, done))
+        self._writes.add(write)
+        write.add_done_callback(self._writes.discard)
+
+    async def drain(self) -> None:
+        for outcome in await asyncio.gather(*self._writes, return_exceptions=True):
+            if isinstance(outcome, Exception):
+                # Progress is for the people watching; the job's own writes will meet any real table failure.
+                logger.warning("progress write failed", extra={"error": type(outcome).__name__})
 
 
 def _budget_refusal(run: JobRun, task: ChunkTask, chunks: list[Chunk],

@@ -138,13 +138,15 @@ def test_a_wait_past_the_deadline_fails_at_once_and_reserves_nothing():
 # --- ChatModel: the one owner of retries ---------------------------------------------------------------------------
 
 class ScriptedClient:
-    """An AsyncOpenAI stand-in: each create() takes the next outcome (an exception or a response)."""
+    """An AsyncOpenAI stand-in: each chat completion POST takes the next outcome (an exception or a response)."""
 
     def __init__(self, outcomes: list) -> None:
         self.outcomes = list(outcomes)
         self.calls: list[dict] = []
-        self.chat = self
-        self.completions = self
+
+    async def post(self, path: str, *, cast_to, body: dict, options: dict):
+        assert path == "/chat/completions"
+        return await self.create(**body, timeout=options["timeout"])
 
     async def create(self, **request):
         self.calls.append(request)
