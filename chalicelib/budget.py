@@ -29,18 +29,25 @@ class Budget:
 
     def refusal(self, usage: Usage, prices: Mapping[str, tuple[float, float]], *, prompt_tokens: int,
                 completion_tokens: int, calls: int) -> JobFailure | None:
-        """Record the estimate on ``usage``; the ``budget_exceeded`` failure (nothing spent yet) when it is over."""
+        """Record the estimate on ``usage``; the ``budget_exceeded`` failure (before this attempt spends anything)
+        when it and what earlier attempts spent are over the budget."""
         estimate = prompt_tokens + completion_tokens
         cost = cost_usd(prices, usage.model or "", prompt_tokens, completion_tokens)
         usage.estimated_tokens = estimate
         usage.estimated_cost_usd = cost
-        if estimate > self.max_total_tokens:
+        spent_tokens = usage.total_tokens
+        spent_cost = usage.cost_usd or 0.0
+        earlier = (f" on top of the {spent_tokens} tokens (${spent_cost:.4f}) its earlier attempts spent"
+                   if spent_tokens else "")
+        nothing = "Nothing more was spent." if spent_tokens else "Nothing was spent."
+        if spent_tokens + estimate > self.max_total_tokens:
             return JobFailure("budget_exceeded", f"the job would need about {estimate} tokens ({calls} model "
-                                                 f"calls); its budget is {self.max_total_tokens}. Nothing was spent.")
-        if self.max_cost_usd is not None and cost is not None and cost > self.max_cost_usd:
+                                                 f"calls){earlier}; its budget is {self.max_total_tokens}. "
+                                                 f"{nothing}")
+        if self.max_cost_usd is not None and cost is not None and spent_cost + cost > self.max_cost_usd:
             return JobFailure("budget_exceeded", f"the job would cost about ${cost:.4f} ({estimate} tokens, {calls} "
-                                                 f"model calls); its budget is ${self.max_cost_usd}. Nothing was "
-                                                 f"spent.")
+                                                 f"model calls){earlier}; its budget is ${self.max_cost_usd}. "
+                                                 f"{nothing}")
         return None
 
     def check_spent(self, usage: Usage) -> None:

@@ -4,6 +4,9 @@ A job goes QUEUED → RUNNING → SUCCEEDED | FAILED and never backwards. SQS de
 transition is a condition on the current state: a duplicate delivery cannot claim a job that another worker holds
 (until that worker's lease runs out), and nothing can touch a finished job. Nested values (task, usage, error) are
 stored as JSON strings so they round-trip exactly, with no Decimal conversions.
+
+What each attempt spends on the LLM is kept under ``spend`` (a map from attempt to its JSON record), written by the
+heartbeat as it grows and when the attempt ends, so a job delivered again counts and budgets what it already paid.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
+
+from chalicelib.usage import total_spend
 
 QUEUED, RUNNING, SUCCEEDED, FAILED = "QUEUED", "RUNNING", "SUCCEEDED", "FAILED"
 TERMINAL = (SUCCEEDED, FAILED)
@@ -40,6 +45,7 @@ class Job:
     error: dict[str, str] | None = None
     last_error: dict[str, str] | None = None
     result_key: str | None = None
+    spend: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def finished(self) -> bool:
@@ -59,7 +65,8 @@ class Job:
             "started_at": _iso(self.started_at),
             "finished_at": _iso(self.finished_at),
             "timings": self.timings,
-            "usage": self.usage,
+            # Until the job ends, what its attempts have spent so far.
+            "usage": self.usage or (total_spend(self.spend) if self.spend else {}),
             "warnings": self.warnings,
         }
         if self.error:
@@ -86,6 +93,7 @@ def _from_item(item: dict[str, Any]) -> Job:
     for name in _JSON_FIELDS:
         if isinstance(data.get(name), str):
             data[name] = json.loads(data[name])
+    data["spend"] = {attempt: json.loads(record) for attempt, record in (data.get("spend") or {}).items()}
     known = Job.__dataclass_fields__
     return Job(**{k: v for k, v in data.items() if k in known})
 
@@ -142,11 +150,11 @@ class JobStore:
         now = self._clock()
         return self._update(
             job_id,
-            "SET #s = :running, lease_until = :lease, started_at = if_not_exists(started_at, :now) "
-            "ADD attempts :one",
+            "SET #s = :running, lease_until = :lease, started_at = if_not_exists(started_at, :now), "
+            "spend = if_not_exists(spend, :nothing) ADD attempts :one",
             "#s = :queued OR (#s = :running AND lease_until < :now)",
             {":running": RUNNING, ":queued": QUEUED, ":lease": _dec(now + lease_seconds), ":now": _dec(now),
-             ":one": 1},
+             ":one": 1, ":nothing": {}},
         )
 
     def set_chunks_total(self, job_id: str, total: int, warnings: list[str]) -> None:
@@ -209,10 +217,20 @@ class JobStore:
                    **({"#w": "warnings"} if warnings is not None else {})},
         ) is not None
 
-    def extend_lease(self, job_id: str, seconds: float) -> bool:
-        """The worker's heartbeat: keep holding a job it is still working on."""
-        return self._update(job_id, "SET lease_until = :lease", "#s = :running",
-                            {":lease": _dec(self._clock() + seconds), ":running": RUNNING}) is not None
+    def extend_lease(self, job_id: str, seconds: float, *, spend: tuple[int, dict[str, Any]] | None = None) -> bool:
+        """The worker's heartbeat: keep holding a job it is still working on, and record ``(attempt, spend)``."""
+        expression, values, names = "SET lease_until = :lease", {":lease": _dec(self._clock() + seconds),
+                                                                  ":running": RUNNING}, {}
+        if spend is not None:
+            expression, names = expression + ", spend.#a = :spend", {"#a": f"a{spend[0]}"}
+            values[":spend"] = json.dumps(spend[1])
+        return self._update(job_id, expression, "#s = :running AND attribute_exists(spend)", values,
+                            names=names) is not None
+
+    def record_spend(self, job_id: str, attempt: int, spend: dict[str, Any]) -> None:
+        """Keep what an attempt spent; a job that has finished keeps the usage it finished with."""
+        self._update(job_id, "SET spend.#a = :spend", "#s = :running AND attribute_exists(spend)",
+                     {":spend": json.dumps(spend), ":running": RUNNING}, names={"#a": f"a{attempt}"})
 
     def requeue(self, job_id: str) -> Job | None:
         """A client's retry of a FAILED job: back to QUEUED with its error cleared; None if it is not FAILED."""

@@ -13,7 +13,7 @@ import functools
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from chalicelib.budget import Budget, MeteredChat
 from chalicelib.chunking import Chunk, chunk_document
@@ -24,7 +24,7 @@ from chalicelib.mapcache import CacheWriter, MapCache, map_cache_key, map_cache_
 from chalicelib.mapreduce import ChunkTask, halve_chunk, map_chunks
 from chalicelib.observability import logger, metrics
 from chalicelib.services import Services
-from chalicelib.usage import Usage
+from chalicelib.usage import Usage, total_spend
 
 PROGRESS_INTERVAL_SECONDS = 1.0
 # Kept back at the end of an invocation so the outcome is stored after the last LLM call.
@@ -46,11 +46,14 @@ class JobRun:
     latencies: list[float] = field(default_factory=list)
 
 
-def process_job(job_id: str, services: Services, *, lease_seconds: float, deadline: float | None = None) -> str:
+def process_job(job_id: str, services: Services, *, lease_seconds: float, deadline: float | None = None,
+                on_claim: Callable[[Callable[[], tuple[int, dict[str, Any]]]], None] | None = None) -> str:
     """Run the job if this delivery may claim it. Returns ``succeeded``, ``failed`` or ``skipped``.
 
     ``deadline`` is the ``time.monotonic()`` at which the invocation ends (the Lambda context's remaining time): no
     LLM call outlives ``FINISH_SECONDS`` before it. None (a local run) leaves each call its configured timeout.
+    ``on_claim`` receives, once the job is claimed, a function giving ``(attempt, what it has spent so far)``: the
+    heartbeat records it, so even an attempt killed outright leaves its spend behind.
     """
     job = services.jobs.claim(job_id, lease_seconds)
     if job is None:
@@ -61,6 +64,15 @@ def process_job(job_id: str, services: Services, *, lease_seconds: float, deadli
     model = job.task.get("model") or settings.model
     run = JobRun(job, services, Usage(model=model if settings.uses_openai else None,
                                       provider="openai" if settings.uses_openai else "offline"), deadline=deadline)
+    # Earlier attempts' calls were paid for: they count in this attempt's usage and against its budget.
+    run.usage.include_earlier(total_spend({a: s for a, s in job.spend.items() if a != f"a{job.attempts}"}),
+                              services.prices)
+
+    def spent() -> tuple[int, dict[str, Any]]:
+        return job.attempts, run.usage.attempt_spend(services.prices)
+
+    if on_claim is not None:
+        on_claim(spent)
     started = time.monotonic()
     try:
         result = asyncio.run(_run(run, model))
@@ -69,6 +81,13 @@ def process_job(job_id: str, services: Services, *, lease_seconds: float, deadli
         services.jobs.mark_failed(job_id, failure.to_dict(), usage=run.usage.to_dict(), warnings=run.warnings)
         metrics.add_metric(name="JobsFailed", unit="Count", value=1)
         return "failed"
+    except BaseException:
+        # The attempt ends without an outcome (the worker retries or fails the job): keep what it paid for.
+        try:
+            services.jobs.record_spend(job_id, *spent())
+        except Exception as exc:  # the heartbeat's last record stands; the attempt's own error matters more
+            logger.warning("could not record the attempt's spend", extra={"error": type(exc).__name__})
+        raise
     finally:
         _emit_model_metrics(run)
     run.timings["total_seconds"] = round(time.monotonic() - started, 3)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 from chalicelib import aws
 from chalicelib.errors import TransientError
@@ -70,7 +70,8 @@ def handle_job_record(record: Any, context: Any, services: Services) -> None:
     deadline = time.monotonic() + context.get_remaining_time_in_millis() / 1000 if context else None
     try:
         with heartbeat:
-            outcome = process_job(job_id, services, lease_seconds=LEASE_BEATS * interval, deadline=deadline)
+            outcome = process_job(job_id, services, lease_seconds=LEASE_BEATS * interval, deadline=deadline,
+                                  on_claim=heartbeat.record_spend_from)
         if outcome == "skipped":
             _leave_to_live_worker(job_id, services, heartbeat)
     except JobBusy:
@@ -97,6 +98,7 @@ def _retry_or_fail(job_id: str, error: dict[str, str], receives: int, services: 
     logger.warning("job attempt failed; SQS will deliver it again",
                    extra={"error": error, "receives": receives, "retry_in_seconds": backoff})
     services.jobs.release(job_id, error)
+    metrics.add_metric(name="JobAttemptsRetried", unit="Count", value=1)
     heartbeat.hide_message(backoff)
     raise TransientError(error["code"], error["message"])
 
@@ -202,6 +204,11 @@ class Heartbeat:
         self._interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"heartbeat-{job_id}", daemon=True)
+        self._spend: Callable[[], tuple[int, dict[str, Any]]] | None = None
+
+    def record_spend_from(self, spend: Callable[[], tuple[int, dict[str, Any]]]) -> None:
+        """Record ``spend()`` — (attempt, what it spent) — with every beat from now on."""
+        self._spend = spend
 
     def __enter__(self) -> "Heartbeat":
         # The first beat at once: from the start, the message stays hidden exactly as long as the lease holds.
@@ -226,7 +233,8 @@ class Heartbeat:
         while not self._stop.wait(self._interval):
             self.hide_message(hold)
             try:
-                self._services.jobs.extend_lease(self._job_id, hold)
+                self._services.jobs.extend_lease(self._job_id, hold,
+                                                 spend=self._spend() if self._spend is not None else None)
             except Exception as exc:  # a missed beat is survivable; the next one tries again
                 logger.warning("heartbeat failed", extra={"job_id": self._job_id, "reason": str(exc)[:200]})
 
