@@ -19,6 +19,9 @@ from functools import lru_cache
 from typing import Any
 
 CIRCUIT_NAME = "docpipe-llm"
+# How long a worker trusts its last read of the shared state. Each re-read makes every call in flight read DynamoDB
+# at once; a worker's own failures still count at once, and others' are seen within this many seconds.
+STATE_CACHE_SECONDS = 5
 
 
 @lru_cache(maxsize=None)
@@ -37,13 +40,14 @@ def _guard(table_name: str, failure_threshold: int, recovery_seconds: int) -> An
     persistence = CircuitBreakerDynamoDBPersistence(table_name=table_name, boto3_client=aws.client("dynamodb"))
     # One probe success closes the circuit: a recovered provider should drain the backlog at once.
     config = CircuitBreakerConfig(failure_threshold=failure_threshold, recovery_timeout=recovery_seconds,
-                                  success_threshold=1, handled_exceptions=(EndpointBusy,), local_cache_max_age=2)
+                                  success_threshold=1, handled_exceptions=(EndpointBusy,),
+                                  local_cache_max_age=STATE_CACHE_SECONDS)
 
     @circuit_breaker(name=CIRCUIT_NAME, persistence_store=persistence, config=config, on_transition=on_transition)
     def run(call: Any) -> Any:
         return call()
 
-    return run
+    return run, persistence
 
 
 class GuardedChat:
@@ -52,11 +56,15 @@ class GuardedChat:
     def __init__(self, chat: Any, *, table_name: str, failure_threshold: int, recovery_seconds: int,
                  concurrency: int) -> None:
         self._chat = chat
-        self._guarded = _guard(table_name, failure_threshold, recovery_seconds)
+        self._guarded, self._persistence = _guard(table_name, failure_threshold, recovery_seconds)
         self._threads = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="llm-breaker")
         self.model = getattr(chat, "model", None)
         self._in_flight = 0
         self._idle = asyncio.Event()
+
+    async def prime(self) -> None:
+        """Read the circuit's state now (it is cached for a few seconds), so the first calls need not wait for it."""
+        await asyncio.get_running_loop().run_in_executor(self._threads, self._persistence.get_state, CIRCUIT_NAME)
 
     async def complete(self, messages: list[dict[str, str]], **options: Any) -> Any:
         from aws_lambda_powertools.utilities.circuit_breaker import CircuitBreakerOpenError

@@ -19,6 +19,7 @@ Retries have one owner, ``ChatModel``; the SDK's own are switched off (``max_ret
 from __future__ import annotations
 
 import asyncio
+import functools
 import email.utils
 import json
 import math
@@ -105,10 +106,12 @@ class ChatModel:
         self._clock = clock
         self._sleep = sleep
         if client is None:
-            from openai import AsyncOpenAI
+            from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
-            # Local servers (vLLM, Ollama) accept any key; the SDK insists on one.
-            client = AsyncOpenAI(api_key=api_key or "not-needed", base_url=base_url, timeout=timeout, max_retries=0)
+            # Local servers (vLLM, Ollama) accept any key; the SDK insists on one. Each job has its own event loop,
+            # hence its own client; the TLS trust store they share is loaded once per worker (25 ms a load).
+            client = AsyncOpenAI(api_key=api_key or "not-needed", base_url=base_url, timeout=timeout, max_retries=0,
+                                 http_client=DefaultAsyncHttpxClient(verify=_tls_context()))
         self._client = client
 
     async def complete(self, messages: list[dict[str, str]], *, max_tokens: int,
@@ -177,6 +180,13 @@ class ChatModel:
         if response_format is not None:
             prompt += count(json.dumps(response_format))
         return prompt + max_tokens
+
+
+@functools.lru_cache(maxsize=1)
+def _tls_context() -> Any:
+    import httpx2
+
+    return httpx2.create_ssl_context()
 
 
 def _completion(response: Any, *, latency: float, retries: int) -> Completion:

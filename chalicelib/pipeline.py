@@ -133,7 +133,10 @@ async def _run(run: JobRun, model: str) -> dict[str, Any]:
         task = _task_for(run, document, chunks, chat, encoding)
         run.usage.provider = task.provider
         cache = _map_cache(run, task, document, chunks, model)
-        known = await cache.known() if cache else {}
+        # The circuit's state is read while the cache is: every first call would otherwise wait for it.
+        prime = getattr(chat, "prime", None)
+        known, _ = await asyncio.gather(cache.known() if cache else _nothing_known(),
+                                        prime() if prime else asyncio.sleep(0))
         refusal = _budget_refusal(run, task, chunks, known)
         if refusal is not None:
             raise refusal
@@ -162,6 +165,10 @@ async def _run(run: JobRun, model: str) -> dict[str, Any]:
         if chat is not None:
             await chat.close()
     return _result(run, task, document, chunks, final, levels)
+
+
+async def _nothing_known() -> dict[int, list[Any]]:
+    return {}
 
 
 def _task_for(run: JobRun, document: Document, chunks: list[Chunk], chat: Any, encoding: Any) -> ChunkTask:
