@@ -14,7 +14,7 @@ with a delay instead of spending its deliveries (see ``worker.py``).
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import lru_cache
 from typing import Any
 
@@ -57,7 +57,8 @@ class GuardedChat:
                  concurrency: int) -> None:
         self._chat = chat
         self._guarded, self._persistence = _guard(table_name, failure_threshold, recovery_seconds)
-        self._threads = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="llm-breaker")
+        # Twice the calls at once: a finished call's thread may still be recording its success.
+        self._threads = ThreadPoolExecutor(max_workers=2 * concurrency, thread_name_prefix="llm-breaker")
         self.model = getattr(chat, "model", None)
         self._in_flight = 0
         self._idle = asyncio.Event()
@@ -80,31 +81,59 @@ class GuardedChat:
         return await self._call(messages, options)
 
     async def _call(self, messages: list[dict[str, str]], options: dict[str, Any]) -> Any:
-        self._in_flight += 1
-        self._idle.clear()
+        self._enter()
         try:
             return await self._run(messages, options)
         finally:
-            self._in_flight -= 1
-            if self._in_flight == 0:
-                self._idle.set()
+            self._leave()
+
+    def _enter(self) -> None:
+        self._in_flight += 1
+        self._idle.clear()
+
+    def _leave(self, *_done: Any) -> None:
+        self._in_flight -= 1
+        if self._in_flight == 0:
+            self._idle.set()
 
     async def _run(self, messages: list[dict[str, str]], options: dict[str, Any]) -> Any:
+        """The call, inside the breaker: its thread decides whether the call may run, the event loop runs it.
+
+        A success is handed to the caller at once and the breaker records it on its thread meanwhile (a wave of
+        answers would otherwise queue for those threads before the next calls start); a failure is handed back
+        only after the breaker has counted it.
+        """
         loop = asyncio.get_running_loop()
-        started: list[Any] = []
+        allowed = loop.create_future()
+        outcome: Future[Any] = Future()
 
         def call() -> Any:
-            future = asyncio.run_coroutine_threadsafe(self._chat.complete(messages, **options), loop)
-            started.append(future)
-            return future.result()
+            loop.call_soon_threadsafe(_settle, allowed)
+            return outcome.result()  # the call's answer, or its error re-raised for the breaker to count
 
+        guarded = loop.run_in_executor(self._threads, self._guarded, call)
         try:
-            return await loop.run_in_executor(self._threads, self._guarded, call)
+            await asyncio.wait({allowed, guarded}, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
-            # The job gave up on this call (another chunk failed for good): stop the request itself too.
-            for future in started:
-                future.cancel()
+            outcome.cancel()
             raise
+        if not allowed.done():
+            return await guarded  # refused: the circuit is open
+        try:
+            answer = await self._chat.complete(messages, **options)
+        except asyncio.CancelledError:
+            # The job gave up on this call (another chunk failed for good): the breaker does not count it.
+            outcome.cancel()
+            raise
+        except Exception as exc:
+            outcome.set_exception(exc)
+            return await guarded  # raises the same error, once counted
+        outcome.set_result(answer)
+        # Until the breaker has recorded the success (a probe's closes the circuit), the call counts as in flight.
+        self._enter()
+        guarded.add_done_callback(self._leave)
+        guarded.add_done_callback(_retrieve)
+        return answer
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._chat, name)
@@ -112,3 +141,14 @@ class GuardedChat:
     async def close(self) -> None:
         self._threads.shutdown(wait=False)
         await self._chat.close()
+
+
+def _settle(allowed: asyncio.Future[None]) -> None:
+    if not allowed.done():
+        allowed.set_result(None)
+
+
+def _retrieve(done: asyncio.Future[Any]) -> None:
+    """Read a finished bookkeeping's outcome, so a failed write is not reported as never retrieved."""
+    if not done.cancelled():
+        done.exception()
