@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Mapping
 
+from chalicelib.pdfpages import ReadingLimits
+
 
 class ConfigError(ValueError):
     pass
@@ -49,6 +51,7 @@ class Settings:
     map_output_tokens: int = 600
     reduce_output_tokens: int = 1_200
     map_cache: bool = True
+    reading_limits: ReadingLimits = ReadingLimits()
 
     @property
     def uses_openai(self) -> bool:
@@ -86,6 +89,16 @@ def positive_number(env: Mapping[str, str], name: str, default: float) -> float:
 def _limit(env: Mapping[str, str], name: str) -> int | None:
     """A provider limit: unset means unlimited."""
     return _int(env, name, 0, minimum=1) or None
+
+
+def _reading_limits(env: Mapping[str, str]) -> ReadingLimits:
+    """How long a PDF page and a whole PDF may take to read, and the memory reading may add; unset keeps the default."""
+    defaults = ReadingLimits()
+    return ReadingLimits(
+        page_seconds=positive_number(env, "DOCPIPE_PAGE_TIMEOUT_SECONDS", defaults.page_seconds),
+        document_seconds=positive_number(env, "DOCPIPE_EXTRACT_TIMEOUT_SECONDS", defaults.document_seconds),
+        memory_mb=int(positive_number(env, "DOCPIPE_EXTRACT_MEMORY_MB", defaults.memory_mb)),
+    )
 
 
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -135,6 +148,7 @@ def load_settings(env: Mapping[str, str] = os.environ) -> Settings:
         map_output_tokens=_int(env, "DOCPIPE_MAP_OUTPUT_TOKENS", 600, minimum=50),
         reduce_output_tokens=_int(env, "DOCPIPE_REDUCE_OUTPUT_TOKENS", 1_200, minimum=50),
         map_cache=_flag(env, "DOCPIPE_MAP_CACHE", True),
+        reading_limits=_reading_limits(env),
     )
 
 

@@ -8,19 +8,17 @@ too big, garbled — or as a ``JobFailure`` with one of the codes of the contrac
 
 from __future__ import annotations
 
-import os
 from bisect import bisect_right
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
-from chalicelib.config import positive_number
 from chalicelib.errors import JobFailure
 from chalicelib.legibility import is_xfa_placeholder, looks_garbled
 from chalicelib.normalise import join_hyphenated, normalise
 from chalicelib.pdfpages import ReadingLimits, SkippedPage, read_pages
 
-__all__ = ["PDF_MAGIC", "Document", "ReadingLimits", "extract_document", "normalise", "reading_limits", "sniff"]
+__all__ = ["PDF_MAGIC", "Document", "ReadingLimits", "extract_document", "normalise", "sniff"]
 
 PDF_MAGIC = b"%PDF-"
 
@@ -70,8 +68,8 @@ def extract_document(data: bytes, *, max_pages: int, declared_type: str | None =
                      limits: ReadingLimits | None = None) -> Document:
     """``declared_type`` is what the upload claimed (``pdf`` from a name or Content-Type); the bytes decide.
 
-    ``limits`` bound the time and memory of reading a PDF; by default they come from the environment
-    (``reading_limits``).
+    ``limits`` bound the time and memory of reading a PDF (the worker passes ``Settings.reading_limits``); without
+    them the defaults of ``ReadingLimits`` apply.
     """
     if not data or not data.strip():
         raise JobFailure("empty", "the document is empty")
@@ -79,27 +77,13 @@ def extract_document(data: bytes, *, max_pages: int, declared_type: str | None =
     if declared_type == "pdf" and kind != "pdf":
         raise JobFailure("unsupported_type", "the document was sent as a PDF but its bytes are not a PDF")
     if kind == "pdf":
-        limits = limits or reading_limits()
+        limits = limits or ReadingLimits()
         return _assemble(read_pages(data, max_pages=max_pages, limits=limits), "pdf", limits)
     if kind == "text":
         text = data.decode("utf-8-sig", errors="replace")
         # A form feed is the plain-text page break.
         return _assemble(text.split("\f"), "text", limits or ReadingLimits())
     raise JobFailure("unsupported_type", "the document is neither a PDF nor UTF-8 text")
-
-
-def reading_limits(env: Mapping[str, str] = os.environ) -> ReadingLimits:
-    """The PDF reading limits from ``DOCPIPE_PAGE_TIMEOUT_SECONDS``, ``DOCPIPE_EXTRACT_TIMEOUT_SECONDS`` and
-    ``DOCPIPE_EXTRACT_MEMORY_MB``; unset variables keep the defaults of ``ReadingLimits``.
-
-    Read here until ``chalicelib.config.Settings`` carries them (issue 3); the worker then passes ``limits``.
-    """
-    defaults = ReadingLimits()
-    return ReadingLimits(
-        page_seconds=positive_number(env, "DOCPIPE_PAGE_TIMEOUT_SECONDS", defaults.page_seconds),
-        document_seconds=positive_number(env, "DOCPIPE_EXTRACT_TIMEOUT_SECONDS", defaults.document_seconds),
-        memory_mb=int(positive_number(env, "DOCPIPE_EXTRACT_MEMORY_MB", defaults.memory_mb)),
-    )
 
 
 def _assemble(raw_pages: Sequence[str | SkippedPage], kind: str, limits: ReadingLimits) -> Document:

@@ -112,7 +112,7 @@ async def _run(run: JobRun, model: str) -> dict[str, Any]:
     clock = time.monotonic()
     data = services.documents.read_document(job.document["s3_key"], settings.max_document_bytes)
     document = extract_document(data, max_pages=settings.max_document_pages,
-                                declared_type=job.document.get("declared_type"))
+                                declared_type=job.document.get("declared_type"), limits=settings.reading_limits)
     run.warnings.extend(document.warnings)
     run.timings["extract_seconds"] = round(time.monotonic() - clock, 3)
 

@@ -19,9 +19,9 @@ from typing import Any, Callable
 import pypdf
 import pytest
 
-from chalicelib.config import ConfigError
+from chalicelib.config import ConfigError, load_settings
 from chalicelib.errors import JobFailure
-from chalicelib.extract import Document, ReadingLimits, extract_document, reading_limits
+from chalicelib.extract import Document, ReadingLimits, extract_document
 from tests.conftest import corpus_file
 from tests.pdfcraft import crafted_pdf, glyph_page, text_page
 from tests.pdfgen import make_pdf
@@ -288,9 +288,10 @@ def test_mutated_page_tree_numbers_end_as_a_document_or_a_job_failure():
 # --- configuration ------------------------------------------------------------------------------------------------
 
 def test_reading_limits_come_from_the_environment_with_defaults():
-    assert reading_limits({}) == ReadingLimits(page_seconds=10.0, document_seconds=180.0, memory_mb=1024)
-    assert reading_limits({"DOCPIPE_PAGE_TIMEOUT_SECONDS": "2.5", "DOCPIPE_EXTRACT_TIMEOUT_SECONDS": "60",
-                           "DOCPIPE_EXTRACT_MEMORY_MB": "512"}) == ReadingLimits(2.5, 60.0, 512)
+    assert load_settings({}).reading_limits == ReadingLimits(page_seconds=10.0, document_seconds=180.0,
+                                                             memory_mb=1024)
+    assert load_settings({"DOCPIPE_PAGE_TIMEOUT_SECONDS": "2.5", "DOCPIPE_EXTRACT_TIMEOUT_SECONDS": "60",
+                          "DOCPIPE_EXTRACT_MEMORY_MB": "512"}).reading_limits == ReadingLimits(2.5, 60.0, 512)
 
 
 @pytest.mark.parametrize("name, value", [("DOCPIPE_PAGE_TIMEOUT_SECONDS", "soon"),
@@ -300,4 +301,4 @@ def test_reading_limits_come_from_the_environment_with_defaults():
                                          ("DOCPIPE_EXTRACT_TIMEOUT_SECONDS", "inf")])
 def test_a_reading_limit_that_is_not_a_positive_number_is_a_config_error(name, value):
     with pytest.raises(ConfigError, match=name):
-        reading_limits({name: value})
+        load_settings({name: value})
