@@ -12,11 +12,12 @@ import json
 import re
 import subprocess
 
-import boto3
 import pytest
 
+from chalicelib.services import get_services
 from tests.conftest import PROJECT, corpus_file
 from tests.pdfgen import make_pdf
+from tests.taskflow import aws_client, configure, job_count, queued_job_ids
 
 JSON_HEADERS = {"content-type": "application/json"}
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
@@ -24,30 +25,6 @@ TEXT = "Lighthouses guide ships at night. Their keepers trim the wick and wind t
 
 
 # --- helpers ---------------------------------------------------------------------------------------------------------
-
-def job_count(services) -> int:
-    """Rows in the jobs table: the only honest way to say "no job was created"."""
-    table = boto3.resource("dynamodb").Table(services.settings.jobs_table)
-    count, kwargs = 0, {"Select": "COUNT", "ConsistentRead": True}
-    while True:
-        page = table.scan(**kwargs)
-        count += page["Count"]
-        if "LastEvaluatedKey" not in page:
-            return count
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-
-
-def queued_job_ids(sqs, queue_url) -> list[str]:
-    messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0,
-                                   VisibilityTimeout=30).get("Messages", [])
-    return [json.loads(m["Body"])["job_id"] for m in messages]
-
-
-def s3(services):
-    from chalicelib import aws
-
-    return aws.client("s3")
-
 
 def post_json(client, payload, headers=None):
     return client.http.post("/jobs", headers={**JSON_HEADERS, **(headers or {})}, body=json.dumps(payload))
@@ -73,16 +50,6 @@ def assert_accepted(response) -> str:
     return job_id
 
 
-def rebuild_settings():
-    """Settings are read once and cached; after changing the environment the app must read them again."""
-    from chalicelib.config import get_settings
-    from chalicelib.services import get_services
-
-    get_settings.cache_clear()
-    get_services.cache_clear()
-    return get_services()
-
-
 # --- accepted submissions --------------------------------------------------------------------------------------------
 
 def test_json_text_submission_is_queued_once_and_stored_under_inputs(client, services, sqs, drain_queue):
@@ -90,7 +57,7 @@ def test_json_text_submission_is_queued_once_and_stored_under_inputs(client, ser
 
     job_id = assert_accepted(response)
     assert queued_job_ids(sqs, drain_queue) == [job_id]
-    stored = s3(services).get_object(Bucket=services.settings.bucket, Key=f"inputs/{job_id}")
+    stored = aws_client("s3").get_object(Bucket=services.settings.bucket, Key=f"inputs/{job_id}")
     assert stored["Body"].read().decode("utf-8") == TEXT
     assert response.json_body["document"]["s3_key"] == f"inputs/{job_id}"
 
@@ -103,7 +70,7 @@ def test_json_pdf_base64_submission_stores_the_pdf_bytes(client, services, sqs, 
 
     job_id = assert_accepted(response)
     assert queued_job_ids(sqs, drain_queue) == [job_id]
-    stored = s3(services).get_object(Bucket=services.settings.bucket, Key=f"inputs/{job_id}")
+    stored = aws_client("s3").get_object(Bucket=services.settings.bucket, Key=f"inputs/{job_id}")
     assert stored["Body"].read() == pdf
     assert stored["ContentType"] == "application/pdf"
 
@@ -116,7 +83,7 @@ def test_raw_pdf_body_takes_its_task_from_the_query_string(client, services, sqs
 
     job_id = assert_accepted(response)
     assert queued_job_ids(sqs, drain_queue) == [job_id]
-    assert s3(services).get_object(Bucket=services.settings.bucket, Key=f"inputs/{job_id}")["Body"].read() == pdf
+    assert aws_client("s3").get_object(Bucket=services.settings.bucket, Key=f"inputs/{job_id}")["Body"].read() == pdf
     shown = client.http.get(f"/jobs/{job_id}")
     assert shown.status_code == 200
     assert shown.json_body["task"] == {"type": "summarize", "target_words": 120}
@@ -128,7 +95,7 @@ def test_raw_text_plain_body_is_accepted(client, services, sqs, drain_queue):
 
     job_id = assert_accepted(response)
     assert queued_job_ids(sqs, drain_queue) == [job_id]
-    stored = s3(services).get_object(Bucket=services.settings.bucket, Key=f"inputs/{job_id}")
+    stored = aws_client("s3").get_object(Bucket=services.settings.bucket, Key=f"inputs/{job_id}")
     assert stored["Body"].read().decode("utf-8") == TEXT
     assert client.http.get(f"/jobs/{job_id}").json_body["task"] == {"type": "summarize"}
 
@@ -137,7 +104,7 @@ def test_s3_key_submission_references_the_staged_upload_without_copying(client, 
     key = "uploads/test-api/staged-report.pdf"
     pdf = make_pdf(["Staged upload referenced by key."])
     bucket = services.settings.bucket
-    s3(services).put_object(Bucket=bucket, Key=key, Body=pdf, ContentType="application/pdf")
+    aws_client("s3").put_object(Bucket=bucket, Key=key, Body=pdf, ContentType="application/pdf")
 
     response = post_json(client, {"document": {"s3_key": key}, "task": {"type": "summarize"}})
 
@@ -146,7 +113,7 @@ def test_s3_key_submission_references_the_staged_upload_without_copying(client, 
     document = client.http.get(f"/jobs/{job_id}").json_body["document"]
     assert document["s3_key"] == key
     assert document["bytes"] == len(pdf)
-    assert s3(services).list_objects_v2(Bucket=bucket, Prefix=f"inputs/{job_id}").get("KeyCount", 0) == 0
+    assert aws_client("s3").list_objects_v2(Bucket=bucket, Prefix=f"inputs/{job_id}").get("KeyCount", 0) == 0
 
 
 # --- client mistakes: documented 4xx, no job, no message ------------------------------------------------------------
@@ -227,8 +194,8 @@ def test_bad_raw_body_is_refused_without_a_job(client, services, sqs, drain_queu
 
 
 def test_body_over_the_request_limit_is_refused_with_413(client, services, sqs, drain_queue, monkeypatch):
-    monkeypatch.setenv("DOCPIPE_MAX_REQUEST_BYTES", "2048")
-    rebuilt = rebuild_settings()
+    configure(monkeypatch, DOCPIPE_MAX_REQUEST_BYTES="2048")
+    rebuilt = get_services()
     assert rebuilt.settings.max_request_bytes == 2048
     before = job_count(rebuilt)
 
@@ -250,10 +217,10 @@ def test_s3_key_of_a_missing_upload_is_404(client, services, sqs, drain_queue):
 
 
 def test_s3_key_of_an_upload_over_the_document_limit_is_413(client, services, sqs, drain_queue, monkeypatch):
-    monkeypatch.setenv("DOCPIPE_MAX_DOCUMENT_BYTES", "1024")
-    rebuilt = rebuild_settings()
+    configure(monkeypatch, DOCPIPE_MAX_DOCUMENT_BYTES="1024")
+    rebuilt = get_services()
     key = "uploads/test-api/too-big.pdf"
-    s3(rebuilt).put_object(Bucket=rebuilt.settings.bucket, Key=key, Body=make_pdf(["Too long. " * 300]))
+    aws_client("s3").put_object(Bucket=rebuilt.settings.bucket, Key=key, Body=make_pdf(["Too long. " * 300]))
     before = job_count(rebuilt)
 
     response = post_json(client, {"document": {"s3_key": key}, "task": GOOD_TASK})
@@ -382,7 +349,7 @@ def test_real_api_gateway_event_shape_with_a_valid_base64_body_is_accepted(clien
     assert response["statusCode"] == 202, response
     job_id = json.loads(response["body"])["job_id"]
     assert queued_job_ids(sqs, drain_queue) == [job_id]
-    stored = s3(services).get_object(Bucket=services.settings.bucket, Key=f"inputs/{job_id}")
+    stored = aws_client("s3").get_object(Bucket=services.settings.bucket, Key=f"inputs/{job_id}")
     assert stored["Body"].read().decode("utf-8") == TEXT
 
 

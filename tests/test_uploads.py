@@ -11,11 +11,12 @@ import json
 import urllib.parse
 import uuid
 
-import boto3
 import pytest
 
+from chalicelib.services import get_services
 from tests.conftest import corpus_file
 from tests.pdfgen import make_pdf
+from tests.taskflow import aws_client, configure, job_count, queued_job_ids
 
 PDF = make_pdf(["Harbour lights were built where ships kept breaking on the rocks.",
                 "Keepers trimmed the wick and polished the lens every evening."])
@@ -23,39 +24,17 @@ PDF = make_pdf(["Harbour lights were built where ships kept breaking on the rock
 
 # --- helpers ---------------------------------------------------------------------------------------------------------
 
-def s3():
-    from chalicelib import aws
-
-    return aws.client("s3")
-
-
-def job_count(services) -> int:
-    table = boto3.resource("dynamodb").Table(services.settings.jobs_table)
-    count, kwargs = 0, {"Select": "COUNT", "ConsistentRead": True}
-    while True:
-        page = table.scan(**kwargs)
-        count += page["Count"]
-        if "LastEvaluatedKey" not in page:
-            return count
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-
-
-def queued_job_ids(sqs, queue_url) -> list[str]:
-    messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0,
-                                   VisibilityTimeout=30).get("Messages", [])
-    return [json.loads(m["Body"])["job_id"] for m in messages]
-
-
 def unique_key(name: str = "report.pdf") -> str:
     return f"incoming/test-uploads/{uuid.uuid4().hex[:8]}-{name}"
 
 
 def upload(services, key: str, body: bytes = PDF, **extra) -> None:
-    s3().put_object(Bucket=services.settings.bucket, Key=key, Body=body, ContentType="application/pdf", **extra)
+    aws_client("s3").put_object(Bucket=services.settings.bucket, Key=key, Body=body, ContentType="application/pdf",
+                                **extra)
 
 
 def job_tag(services, key: str) -> str | None:
-    tags = s3().get_object_tagging(Bucket=services.settings.bucket, Key=key)["TagSet"]
+    tags = aws_client("s3").get_object_tagging(Bucket=services.settings.bucket, Key=key)["TagSet"]
     values = [t["Value"] for t in tags if t["Key"] == "docpipe-job-id"]
     assert len(values) <= 1, tags
     return values[0] if values else None
@@ -65,15 +44,6 @@ def trigger(client, bucket: str, key: str):
     """The S3 notification for one object; S3 url-encodes the key (spaces as '+'), as Lambda receives it."""
     event = client.events.generate_s3_event(bucket, urllib.parse.quote_plus(key, safe="/"))
     return client.lambda_.invoke("start_job_from_upload", event)
-
-
-def rebuild_settings():
-    from chalicelib.config import get_settings
-    from chalicelib.services import get_services
-
-    get_settings.cache_clear()
-    get_services.cache_clear()
-    return get_services()
 
 
 # --- an upload starts one job ----------------------------------------------------------------------------------------
@@ -197,7 +167,7 @@ def test_object_outside_incoming_in_our_bucket_is_ignored(client, services, sqs,
 def test_event_for_an_object_already_deleted_is_ignored(client, services, sqs, drain_queue):
     key = unique_key("deleted.pdf")
     upload(services, key)
-    s3().delete_object(Bucket=services.settings.bucket, Key=key)
+    aws_client("s3").delete_object(Bucket=services.settings.bucket, Key=key)
     before = job_count(services)
 
     trigger(client, services.settings.bucket, key)
@@ -207,8 +177,8 @@ def test_event_for_an_object_already_deleted_is_ignored(client, services, sqs, d
 
 
 def test_upload_over_the_document_limit_records_a_failed_job(client, services, sqs, drain_queue, monkeypatch):
-    monkeypatch.setenv("DOCPIPE_MAX_DOCUMENT_BYTES", "1024")
-    rebuilt = rebuild_settings()
+    configure(monkeypatch, DOCPIPE_MAX_DOCUMENT_BYTES="1024")
+    rebuilt = get_services()
     assert rebuilt.settings.max_document_bytes == 1024
     key = unique_key("big.pdf")
     big = make_pdf(["A long page. " * 200])
@@ -235,8 +205,8 @@ def test_tagging_the_job_keeps_the_uploaders_own_tags(client, services, sqs, dra
 
     trigger(client, services.settings.bucket, key)
 
-    tags = {t["Key"]: t["Value"] for t in s3().get_object_tagging(Bucket=services.settings.bucket,
-                                                                   Key=key)["TagSet"]}
+    tagging = aws_client("s3").get_object_tagging(Bucket=services.settings.bucket, Key=key)
+    tags = {t["Key"]: t["Value"] for t in tagging["TagSet"]}
     assert tags.get("owner") == "alice" and tags.get("project") == "harbours", tags
     assert tags.get("docpipe-job-id") in queued_job_ids(sqs, drain_queue)
 

@@ -16,16 +16,14 @@ import uuid
 from pathlib import Path
 
 import pytest
-from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 
 from tests.conftest import BUCKET, corpus_file, corpus_manifest, sqs_event
-from tests.fake_openai import FakeOpenAI
 from tests.pdfgen import make_pdf
+from tests.taskflow import (API_KEY, aws_client, configure, deliver, deliver_job, event_for, get_job,  # noqa: F401
+                            get_result, invoke_worker, llm, receive, submit, user_text)
 
 pytestmark = pytest.mark.timeout(120)
 
-API_KEY = "sk-test"
-JOBS_QUEUE_NAME = "docpipe-test-jobs"
 DLQ_NAME = "docpipe-test-jobs-dlq"
 
 # Three pages with their own vocabulary, so a cited page can be checked against the text it came from.
@@ -44,88 +42,8 @@ PAGES = [
 
 # --- helpers -----------------------------------------------------------------------------------------------------
 
-def aws_client(service: str):
-    from chalicelib import aws
-
-    return aws.client(service)
-
-
-def refresh_settings() -> None:
-    from chalicelib.config import get_settings
-    from chalicelib.services import get_services
-
-    get_settings.cache_clear()
-    get_services.cache_clear()
-
-
-def submit(client, document: dict, task: dict | None = None) -> str:
-    response = client.http.post("/jobs", headers={"content-type": "application/json"},
-                                body=json.dumps({"document": document, "task": task or {"type": "summarize"}}))
-    assert response.status_code == 202, response.body
-    return response.json_body["job_id"]
-
-
 def submit_pdf(client, data: bytes, task: dict | None = None, filename: str = "doc.pdf") -> str:
     return submit(client, {"pdf_base64": base64.b64encode(data).decode(), "filename": filename}, task)
-
-
-def receive(sqs, queue_url: str, job_id: str) -> dict:
-    """The real message that carries ``job_id``, received as Lambda's poller does (hidden, not deleted)."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1,
-                                       MessageSystemAttributeNames=["All"]).get("Messages", [])
-        for message in messages:
-            if json.loads(message["Body"]).get("job_id") == job_id:
-                assert message["Attributes"]["ApproximateReceiveCount"] == "1"
-                return message
-            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])  # not this test's
-    raise AssertionError(f"no message for job {job_id} on the jobs queue")
-
-
-def event_for(messages: list[dict], *, receive_count: int = 1, queue: str = JOBS_QUEUE_NAME) -> dict:
-    event = sqs_event([m["Body"] for m in messages], receive_count=receive_count, queue=queue)
-    for record, message in zip(event["Records"], messages):
-        record["messageId"] = message["MessageId"]
-        record["receiptHandle"] = message["ReceiptHandle"]
-    return event
-
-
-def invoke_worker(client, event: dict) -> dict:
-    """Invoke ``process_jobs``; then delete every message of the batch it did not report as failed."""
-    payload = client.lambda_.invoke("process_jobs", event).payload
-    failed = {f["itemIdentifier"] for f in (payload or {}).get("batchItemFailures", [])}
-    sqs = aws_client("sqs")
-    url = sqs.get_queue_url(QueueName=JOBS_QUEUE_NAME)["QueueUrl"]
-    for record in event["Records"]:
-        if record["messageId"] not in failed and not record["receiptHandle"].startswith("handle-"):
-            try:
-                sqs.delete_message(QueueUrl=url, ReceiptHandle=record["receiptHandle"])
-            except Exception:  # deleted after an earlier delivery of the same message
-                pass
-    return payload
-
-
-def work(client, messages: list[dict], *, receive_count: int = 1) -> dict:
-    return invoke_worker(client, event_for(messages, receive_count=receive_count))
-
-
-def run_job(client, sqs, queue_url: str, job_id: str) -> tuple[dict, dict]:
-    """Deliver the job's message once; returns (handler payload, job view)."""
-    payload = work(client, [receive(sqs, queue_url, job_id)])
-    return payload, get_job(client, job_id)
-
-
-def get_job(client, job_id: str) -> dict:
-    response = client.http.get(f"/jobs/{job_id}")
-    assert response.status_code == 200, response.body
-    return response.json_body
-
-
-def get_result(client, job_id: str) -> dict:
-    response = client.http.get(f"/jobs/{job_id}/result")
-    assert response.status_code == 200, response.body
-    return response.json_body
 
 
 def no_failures(payload: dict) -> bool:
@@ -192,7 +110,7 @@ def test_every_corpus_pdf_ends_as_the_manifest_says(entry, client, sqs, drain_qu
     else:
         job_id = submit_pdf(client, data, filename=name)
 
-    payload, job = run_job(client, sqs, drain_queue, job_id)
+    payload, job = deliver_job(client, sqs, drain_queue, job_id, first_receive=True)
 
     assert no_failures(payload), payload  # a permanent failure is never handed back to SQS
     if expected_failure:
@@ -212,7 +130,7 @@ def test_every_corpus_pdf_ends_as_the_manifest_says(entry, client, sqs, drain_qu
 def test_the_result_cites_the_pages_its_sentences_come_from(client, sqs, drain_queue):
     job_id = submit_pdf(client, make_pdf(PAGES))
 
-    payload, job = run_job(client, sqs, drain_queue, job_id)
+    payload, job = deliver_job(client, sqs, drain_queue, job_id, first_receive=True)
 
     assert no_failures(payload)
     assert job["status"] == "SUCCEEDED", job
@@ -239,7 +157,7 @@ def test_the_result_cites_the_pages_its_sentences_come_from(client, sqs, drain_q
 def test_a_page_without_text_layer_is_a_warning_not_a_failure(client, sqs, drain_queue):
     job_id = submit_pdf(client, make_pdf([PAGES[0], None, PAGES[2]]))
 
-    payload, job = run_job(client, sqs, drain_queue, job_id)
+    payload, job = deliver_job(client, sqs, drain_queue, job_id, first_receive=True)
 
     assert no_failures(payload)
     assert job["status"] == "SUCCEEDED", job
@@ -251,52 +169,9 @@ def test_a_page_without_text_layer_is_a_warning_not_a_failure(client, sqs, drain
 
 # --- the openai provider, against the fake server ----------------------------------------------------------------
 
-def reset_circuit(services) -> None:
-    """No LLM circuit state left by other tests: none stored, none counted in this process."""
-    from aws_lambda_powertools.utilities.circuit_breaker import base
-
-    from chalicelib import breaker
-
-    aws_client("dynamodb").delete_item(TableName=services.settings.idempotency_table,
-                                       Key={"id": {"S": breaker.CIRCUIT_NAME}})
-    breaker._guard.cache_clear()
-    for counters in (base._LOCAL_FAILURES, base._LOCAL_SUCCESSES, base._LAST_OBSERVED_STATE):
-        counters.clear()
-
-
-@pytest.fixture
-def llm(services, monkeypatch):
-    """A fake OpenAI endpoint configured through the standard variables, as a deployment would.
-
-    The circuit breaker is out of the way (closed, with a threshold these tests never reach): here each failure must
-    reach the job's own retry logic.
-    """
-    reset_circuit(services)
-    with FakeOpenAI() as fake:
-        monkeypatch.setenv("OPENAI_BASE_URL", fake.base_url)
-        monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
-        monkeypatch.setenv("DOCPIPE_BREAKER_FAILURES", "1000")
-        refresh_settings()
-        yield fake
-    monkeypatch.undo()
-    refresh_settings()
-    reset_circuit(services)
-    assert not fake.errors, fake.errors
-
-
-def configure(monkeypatch, **variables: str) -> None:
-    for name, value in variables.items():
-        monkeypatch.setenv(name, value)
-    refresh_settings()
-
-
 def long_pdf(pages: int = 4) -> bytes:
     return make_pdf([" ".join(f"{PAGES[n % 3]} Section {n + 1} paragraph {i}." for i in range(3))
                      for n in range(pages)])
-
-
-def user_text(request: dict) -> str:
-    return next(m["content"] for m in request["json"]["messages"] if m["role"] == "user")
 
 
 def test_openai_summarizes_chunks_in_parallel_and_accounts_for_every_call(client, sqs, drain_queue, llm,
@@ -305,7 +180,7 @@ def test_openai_summarizes_chunks_in_parallel_and_accounts_for_every_call(client
     llm.latency = 0.2
     job_id = submit_pdf(client, long_pdf(4))
 
-    payload, job = run_job(client, sqs, drain_queue, job_id)
+    payload, job = deliver_job(client, sqs, drain_queue, job_id, first_receive=True)
 
     assert no_failures(payload)
     assert job["status"] == "SUCCEEDED", job
@@ -342,7 +217,7 @@ def test_openai_summarizes_chunks_in_parallel_and_accounts_for_every_call(client
 def test_openai_one_chunk_document_takes_exactly_one_call(client, sqs, drain_queue, llm):
     job_id = submit(client, {"text": PAGES[0]})
 
-    payload, job = run_job(client, sqs, drain_queue, job_id)
+    payload, job = deliver_job(client, sqs, drain_queue, job_id, first_receive=True)
 
     assert no_failures(payload) and job["status"] == "SUCCEEDED", job
     result = get_result(client, job_id)
@@ -365,7 +240,7 @@ def test_a_rejected_api_key_fails_the_job_without_retry_or_leak(client, sqs, dra
         llm.script([("status", 401)])
     job_id = submit(client, {"text": PAGES[1]})
 
-    payload, job = run_job(client, sqs, drain_queue, job_id)
+    payload, job = deliver_job(client, sqs, drain_queue, job_id, first_receive=True)
 
     assert no_failures(payload), payload
     assert_failed(job, "llm_unavailable")
@@ -378,12 +253,12 @@ def test_a_rejected_api_key_fails_the_job_without_retry_or_leak(client, sqs, dra
 def _fail_first_of_two(client, sqs, queue_url: str, llm) -> tuple[str, dict, str]:
     """A batch of two jobs whose first LLM call answers 500: (failing job, its message, healthy job)."""
     failing = submit(client, {"text": PAGES[2]})
-    failing_message = receive(sqs, queue_url, failing)
+    failing_message = receive(sqs, queue_url, failing, first_receive=True)
     healthy = submit(client, {"text": PAGES[0]})
-    healthy_message = receive(sqs, queue_url, healthy)
+    healthy_message = receive(sqs, queue_url, healthy, first_receive=True)
     llm.script([("status", 500)])  # records are processed in order: the failing job's only call gets it
 
-    payload = work(client, [failing_message, healthy_message], receive_count=1)
+    payload = deliver(client, sqs, queue_url, failing_message, healthy_message, receive_count=1)
 
     assert payload == {"batchItemFailures": [{"itemIdentifier": failing_message["MessageId"]}]}, payload
     assert get_job(client, healthy)["status"] == "SUCCEEDED"
@@ -399,7 +274,7 @@ def test_an_llm_outage_is_retried_by_sqs_then_fails_on_the_last_receive(client, 
     assert llm.calls == 2  # no client-side retry with DOCPIPE_LLM_MAX_ATTEMPTS=1
     llm.script([("status", 500)] * 5)
 
-    last = work(client, [message], receive_count=3)
+    last = deliver(client, sqs, drain_queue, message, receive_count=3)
 
     assert no_failures(last), last
     job = get_job(client, job_id)
@@ -413,9 +288,9 @@ def test_a_single_job_batch_failing_transiently_reports_its_message_as_failed(cl
     configure(monkeypatch, DOCPIPE_LLM_MAX_ATTEMPTS="1")
     llm.script([("status", 500)] * 10)
     job_id = submit(client, {"text": PAGES[2]})
-    message = receive(sqs, drain_queue, job_id)
+    message = receive(sqs, drain_queue, job_id, first_receive=True)
 
-    payload = work(client, [message], receive_count=1)
+    payload = deliver(client, sqs, drain_queue, message, receive_count=1)
 
     assert payload == {"batchItemFailures": [{"itemIdentifier": message["MessageId"]}]}
     job = get_job(client, job_id)
@@ -425,7 +300,7 @@ def test_a_single_job_batch_failing_transiently_reports_its_message_as_failed(cl
 def test_a_job_over_its_token_budget_fails_before_any_llm_call(client, sqs, drain_queue, llm):
     job_id = submit(client, {"text": "\n\n".join(PAGES * 4)}, {"type": "summarize", "max_total_tokens": 1000})
 
-    payload, job = run_job(client, sqs, drain_queue, job_id)
+    payload, job = deliver_job(client, sqs, drain_queue, job_id, first_receive=True)
 
     assert no_failures(payload)
     assert_failed(job, "budget_exceeded")
@@ -438,8 +313,8 @@ def test_a_job_over_its_token_budget_fails_before_any_llm_call(client, sqs, drai
 
 def test_a_duplicate_delivery_of_a_finished_job_changes_nothing(client, sqs, drain_queue, llm):
     job_id = submit(client, {"text": "\n\n".join(PAGES)})
-    message = receive(sqs, drain_queue, job_id)
-    assert no_failures(work(client, [message]))
+    message = receive(sqs, drain_queue, job_id, first_receive=True)
+    assert no_failures(deliver(client, sqs, drain_queue, message))
     done = get_job(client, job_id)
     assert done["status"] == "SUCCEEDED"
     stored = aws_client("s3").head_object(Bucket=BUCKET, Key=f"results/{job_id}.json")
@@ -447,7 +322,7 @@ def test_a_duplicate_delivery_of_a_finished_job_changes_nothing(client, sqs, dra
     assert calls >= 1
     time.sleep(1.1)  # S3 LastModified has a one-second resolution
 
-    again = work(client, [message])
+    again = deliver(client, sqs, drain_queue, message)
 
     assert no_failures(again), again
     assert get_job(client, job_id) == done
@@ -460,10 +335,10 @@ def test_a_duplicate_delivery_of_a_finished_job_changes_nothing(client, sqs, dra
 
 def test_a_job_claimed_by_a_live_worker_is_left_to_it_and_its_message_kept(client, services, sqs, drain_queue):
     job_id = submit(client, {"text": PAGES[0]})
-    message = receive(sqs, drain_queue, job_id)
+    message = receive(sqs, drain_queue, job_id, first_receive=True)
     assert services.jobs.claim(job_id, 600) is not None
 
-    payload = work(client, [message])
+    payload = deliver(client, sqs, drain_queue, message)
 
     # Kept (reported as failed) rather than deleted: it comes back when the lease ends, in case the holder died.
     assert [f["itemIdentifier"] for f in payload["batchItemFailures"]] == [message["MessageId"]]
@@ -475,11 +350,11 @@ def test_a_job_claimed_by_a_live_worker_is_left_to_it_and_its_message_kept(clien
 
 def test_the_job_of_a_dead_worker_is_taken_over_by_the_next_delivery(client, services, sqs, drain_queue):
     job_id = submit(client, {"text": PAGES[0]})
-    message = receive(sqs, drain_queue, job_id)
+    message = receive(sqs, drain_queue, job_id, first_receive=True)
     assert services.jobs.claim(job_id, 0.01) is not None
     time.sleep(0.05)
 
-    payload = work(client, [message], receive_count=2)
+    payload = deliver(client, sqs, drain_queue, message, receive_count=2)
 
     assert no_failures(payload)
     job = get_job(client, job_id)
@@ -511,11 +386,11 @@ def test_the_real_sqs_event_of_non_job_bodies_is_dropped_with_an_error_log(clien
 
 def test_a_batch_mixing_non_job_bodies_with_a_real_job_runs_the_job(client, sqs, drain_queue):
     job_id = submit(client, {"text": PAGES[1]})
-    message = receive(sqs, drain_queue, job_id)
+    message = receive(sqs, drain_queue, job_id, first_receive=True)
     event = corpus_sqs_event()
     event["Records"].insert(1, event_for([message])["Records"][0])
 
-    payload = invoke_worker(client, event)
+    payload = invoke_worker(client, sqs, drain_queue, event)
 
     assert no_failures(payload), payload
     assert get_job(client, job_id)["status"] == "SUCCEEDED"
@@ -557,7 +432,7 @@ def test_a_dead_letter_of_a_job_whose_worker_always_died_fails_it_as_delivery_ex
 
 def test_a_dead_letter_of_a_succeeded_job_leaves_it_succeeded(client, sqs, drain_queue):
     job_id = submit(client, {"text": PAGES[1]})
-    _, done = run_job(client, sqs, drain_queue, job_id)
+    _, done = deliver_job(client, sqs, drain_queue, job_id, first_receive=True)
     assert done["status"] == "SUCCEEDED"
 
     dead_letter(client, json.dumps({"job_id": job_id}))
