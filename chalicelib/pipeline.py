@@ -339,10 +339,12 @@ def _emit_metrics(run: JobRun) -> None:
 def _emit_model_metrics(run: JobRun) -> None:
     """What the job's LLM work cost, with the model as a dimension: tokens, cost, calls, retries, cache hits, latency.
 
-    Emitted however the job ended — a failed job's tokens were paid for too.
+    Emitted however the job ended — a failed job's tokens were paid for too — and for this attempt's spend only:
+    earlier attempts emitted theirs.
     """
     usage = run.usage
-    if usage.model is None or not (usage.calls or usage.cache_hits):
+    spend = usage.attempt_spend(run.services.prices)
+    if usage.model is None or not (spend["calls"] or usage.cache_hits):
         return
     from aws_lambda_powertools.metrics import EphemeralMetrics
 
@@ -351,12 +353,12 @@ def _emit_model_metrics(run: JobRun) -> None:
     for position, batch in enumerate(batches):
         per_model.add_dimension(name="model", value=usage.model)  # each flush clears the dimensions
         if position == 0:
-            per_model.add_metric(name="LLMCalls", unit="Count", value=usage.calls)
-            per_model.add_metric(name="LLMRetries", unit="Count", value=usage.retries)
-            per_model.add_metric(name="PromptTokens", unit="Count", value=usage.prompt_tokens)
-            per_model.add_metric(name="CompletionTokens", unit="Count", value=usage.completion_tokens)
+            per_model.add_metric(name="LLMCalls", unit="Count", value=spend["calls"])
+            per_model.add_metric(name="LLMRetries", unit="Count", value=spend["retries"])
+            per_model.add_metric(name="PromptTokens", unit="Count", value=spend["prompt_tokens"])
+            per_model.add_metric(name="CompletionTokens", unit="Count", value=spend["completion_tokens"])
             per_model.add_metric(name="MapCacheHits", unit="Count", value=usage.cache_hits)
-            per_model.add_metric(name="CostMicroUSD", unit="Count", value=round((usage.cost_usd or 0) * 1_000_000))
+            per_model.add_metric(name="CostMicroUSD", unit="Count", value=round((spend["cost_usd"] or 0) * 1_000_000))
         for latency in batch:
             per_model.add_metric(name="LLMLatency", unit="Milliseconds", value=round(latency * 1000))
         per_model.flush_metrics()

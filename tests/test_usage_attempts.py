@@ -7,6 +7,7 @@ earlier attempts already spent.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -25,9 +26,10 @@ pytestmark = pytest.mark.timeout(60)
 PRICES = {"gpt-4o-mini": (0.15, 0.60)}
 
 
-def test_a_redelivered_job_reports_the_calls_of_every_attempt(client, sqs, drain_queue, llm, monkeypatch):
+def test_a_redelivered_job_reports_the_calls_of_every_attempt(client, sqs, drain_queue, llm, monkeypatch, capsys):
     configure(monkeypatch, DOCPIPE_CHUNK_TOKENS="50", DOCPIPE_CHUNK_OVERLAP_TOKENS="0",
               DOCPIPE_LLM_CONCURRENCY="1", DOCPIPE_LLM_MAX_ATTEMPTS="1")
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "false")
     job_id = submit(client, {"text": TEXT}, {"type": "summarize"})
     message = receive(sqs, drain_queue, job_id)
     llm.script([("ok",), ("ok",), ("status", 500)])
@@ -39,6 +41,7 @@ def test_a_redelivered_job_reports_the_calls_of_every_attempt(client, sqs, drain
     assert between["usage"]["calls"] == 2 and between["usage"]["prompt_tokens"] > 0  # the released attempt's spend
     first_prompt_tokens = between["usage"]["prompt_tokens"]
     llm.reset()
+    capsys.readouterr()
 
     assert deliver_batch(client, [message], receive_count=2) == {"batchItemFailures": []}
 
@@ -49,6 +52,9 @@ def test_a_redelivered_job_reports_the_calls_of_every_attempt(client, sqs, drain
     assert usage["calls"] == 2 + llm.calls  # every billed call, not only the last attempt's
     assert usage["prompt_tokens"] > first_prompt_tokens
     assert usage["cache_hits"] == 2
+    # The metrics of the second attempt are its own calls: the first attempt emitted its two.
+    emitted = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"LLMCalls"' in line]
+    assert [document["LLMCalls"] for document in emitted] in ([llm.calls], [[llm.calls]])
 
 
 def test_the_budget_counts_what_earlier_attempts_spent():
