@@ -119,6 +119,18 @@ def corpus_manifest() -> list[dict]:
     return json.loads(manifest.read_text()) if manifest.exists() else []
 
 
+# The corpus PDFs no pipeline can read, with the error code docpipe answers each with (the manifest's verdicts).
+CORPUS_FAILURES = {
+    "samplefiles__libreoffice-writer-password.pdf": "encrypted",
+    "ocrmypdf__c02-22.pdf": "no_text",
+    "ocrmypdf__invalid.pdf": "corrupt_pdf",
+    "pdfjs__Pages-tree-refs.pdf": "corrupt_pdf",
+    "qpdf__bad7.pdf": "corrupt_pdf",
+    "qpdf__not-a-pdf__bad.pdf": "unsupported_type",
+    "zero-byte__empty.pdf": "empty",
+}
+
+
 def sqs_event(bodies: list[str], *, receive_count: int = 1, queue: str = "docpipe-test-jobs") -> dict:
     """An SQS event as Lambda delivers it, with distinct message ids (Chalice's generator repeats one id)."""
     return {"Records": [{

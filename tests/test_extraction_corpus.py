@@ -14,17 +14,9 @@ import pytest
 
 from chalicelib.errors import JobFailure
 from chalicelib.extract import extract_document
-from tests.conftest import corpus_file, corpus_manifest
+from tests.conftest import CORPUS_FAILURES, corpus_file, corpus_manifest
 
-FAILURES = {
-    "samplefiles__libreoffice-writer-password.pdf": "encrypted",
-    "ocrmypdf__c02-22.pdf": "no_text",
-    "ocrmypdf__invalid.pdf": "corrupt_pdf",
-    "pdfjs__Pages-tree-refs.pdf": "corrupt_pdf",
-    "qpdf__bad7.pdf": "corrupt_pdf",
-    "qpdf__not-a-pdf__bad.pdf": "unsupported_type",
-    "zero-byte__empty.pdf": "empty",
-}
+FAILURES = CORPUS_FAILURES
 SCRIPTS = {
     "pdfjs__issue6387.pdf": r"[\u3040-\u30ff]",  # kana
     "samplefiles__habibi.pdf": r"[\u0600-\u06ff]",

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BUCKET, corpus_file, corpus_manifest, sqs_event
+from tests.conftest import BUCKET, CORPUS_FAILURES, corpus_file, corpus_manifest, sqs_event
 from tests.pdfgen import make_pdf
 from tests.taskflow import (API_KEY, aws_client, configure, deliver, deliver_job, event_for, get_job,  # noqa: F401
                             get_result, invoke_worker, llm, receive, submit, user_text)
@@ -60,15 +60,7 @@ def assert_failed(job: dict, code: str) -> None:
 # --- every PDF of the corpus ends as the manifest says -----------------------------------------------------------
 
 PDF_ENTRIES = [e for e in corpus_manifest() if e["file"].startswith("pdfs/")]
-EXPECTED_FAILURES = {
-    "samplefiles__libreoffice-writer-password.pdf": "encrypted",
-    "ocrmypdf__c02-22.pdf": "no_text",
-    "ocrmypdf__invalid.pdf": "corrupt_pdf",
-    "pdfjs__Pages-tree-refs.pdf": "corrupt_pdf",
-    "qpdf__bad7.pdf": "corrupt_pdf",
-    "qpdf__not-a-pdf__bad.pdf": "unsupported_type",
-    "zero-byte__empty.pdf": "empty",
-}
+EXPECTED_FAILURES = CORPUS_FAILURES
 # POST /jobs refuses these before any job exists (no PDF header / no bytes); an S3 upload has no such gate.
 REJECTED_BY_THE_API = {"qpdf__not-a-pdf__bad.pdf": 415, "zero-byte__empty.pdf": 400}
 
