@@ -160,7 +160,9 @@ async def _run(run: JobRun, model: str) -> dict[str, Any]:
             final, levels = await task.reduce(partials, gate)
             run.timings["reduce_seconds"] = round(time.monotonic() - clock, 3)
         finally:
-            await asyncio.gather(progress.drain(), stored or (cache.flush() if cache else asyncio.sleep(0)))
+            await progress.drain()
+            if cache:
+                await (stored or cache.flush())
     finally:
         if chat is not None:
             await chat.close()
