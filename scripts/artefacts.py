@@ -234,13 +234,31 @@ print(json.dumps({"python": sys.version.split()[0], "app": app.app.app_name}))
 """
 
 
+def unpacked_layer(layer_zip: Path, cache_dir: Path) -> Path:
+    """The layer unpacked under ``cache_dir``, keyed by its digest: unpacked once, with the bytecode its first
+    import leaves, for every later check of the same layer."""
+    import hashlib
+    import shutil
+
+    target = cache_dir / hashlib.sha256(layer_zip.read_bytes()).hexdigest()
+    if not target.exists():
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        partial = Path(tempfile.mkdtemp(prefix=".unpacking-", dir=cache_dir))
+        zipfile.ZipFile(layer_zip).extractall(partial)
+        try:
+            partial.rename(target)  # atomic: a concurrent build finds the whole layer or none
+        except OSError:
+            shutil.rmtree(partial, ignore_errors=True)
+    return target
+
+
 def smoke_test(function_zip: Path, layer_zip: Path, runtime_dir: Path, interpreter: str, python_version: str,
-               modules: list[str]) -> str:
+               modules: list[str], layer_cache: Path) -> str:
     """Import the app and its dependencies from the unpacked zips in a fresh interpreter; returns its answer."""
+    opt = unpacked_layer(layer_zip, layer_cache)
     with tempfile.TemporaryDirectory(prefix="docpipe-smoke-") as tmp:
-        task, opt = Path(tmp, "task"), Path(tmp, "opt")
+        task = Path(tmp, "task")
         zipfile.ZipFile(function_zip).extractall(task)
-        zipfile.ZipFile(layer_zip).extractall(opt)
         site = opt / layer_prefix(python_version)
         env = {"PATH": "/usr/bin:/bin", "TMPDIR": tmp, "LANG": "C.UTF-8", "AWS_DEFAULT_REGION": "us-east-1",
                "POWERTOOLS_METRICS_DISABLED": "true", "DOCPIPE_STAGE": "smoke"}

@@ -122,7 +122,8 @@ def build(project_dir: Path, facts: StageFacts, *, runtime_dir: Path | None = No
         artefacts.check(function_zip, layer_zip, project_dir, python_version)
         modules = artefacts.top_level_modules(layer_zip, project_dir / "requirements.txt", python_version)
         smoke = artefacts.smoke_test(function_zip, layer_zip, (runtime_dir or project_dir / RUNTIME_DIR).resolve(),
-                                     sys.executable, python_version, modules)
+                                     sys.executable, python_version, modules,
+                                     project_dir / ".chalice" / "deployments" / "unpacked")
     except artefacts.ArtefactError:
         # A cached layer that lacks something would be reused silently next time: drop it so the next build retries.
         for cached in cached_zips(project_dir, runtime).values():
