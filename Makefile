@@ -29,6 +29,9 @@ $(DEPLOY_VENV)/.installed: requirements.txt requirements-deploy.txt .chalice/pyt
 	fi
 	$(DEPLOY_PY) -m pip install --quiet --upgrade pip
 	$(DEPLOY_PY) -m pip install --quiet -r requirements-deploy.txt
+	touch $@
+
+$(LAMBDA_RUNTIME_DIR)/.installed: $(DEPLOY_VENV)/.installed
 	rm -rf $(LAMBDA_RUNTIME_DIR)
 	$(DEPLOY_PY) -m pip install --quiet --target $(LAMBDA_RUNTIME_DIR) boto3==$(BOTO3_PIN)
 	touch $@
@@ -36,7 +39,7 @@ $(DEPLOY_VENV)/.installed: requirements.txt requirements-deploy.txt .chalice/pyt
 demo: $(VENV)/.installed
 	$(PY) -m devstack demo
 
-test: $(VENV)/.installed $(DEPLOY_VENV)/.installed
+test: $(VENV)/.installed $(LAMBDA_RUNTIME_DIR)/.installed
 	$(PY) -m pytest
 
 serve: $(VENV)/.installed
@@ -54,10 +57,10 @@ soak: $(VENV)/.installed
 
 # The function zip, the dependencies' layer zip and the template Chalice generates, into build/<stage>/, checked;
 # no AWS credentials needed. `make deploy` builds and checks the same artefacts the same way, then uploads them.
-package: $(DEPLOY_VENV)/.installed
+package: $(LAMBDA_RUNTIME_DIR)/.installed
 	$(DEPLOY_PY) -m scripts.package --stage $(STAGE)
 
-deploy: $(DEPLOY_VENV)/.installed
+deploy: $(LAMBDA_RUNTIME_DIR)/.installed
 	$(DEPLOY_PY) -m scripts.deploy --stage $(STAGE)
 
 # Set or rotate the stage's LLM key in AWS Secrets Manager: read from OPENAI_API_KEY or asked for, never written.

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -63,7 +62,8 @@ def pinned_requirements(requirements_file: Path) -> dict[str, str]:
             continue
         match = _PIN.match(line)
         if not match:
-            raise ArtefactError(f"{requirements_file.name}:{number}: {line!r} does not pin an exact version (name==x.y)")
+            raise ArtefactError(f"{requirements_file.name}:{number}: {line!r} does not pin an exact version "
+                                "(name==x.y)")
         pins[canonicalize_name(match.group(1))] = match.group(2)
     return pins
 

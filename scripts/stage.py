@@ -8,7 +8,7 @@ in the repository is never rewritten) and handed to Chalice's own CLI factory, s
 
     facts = StageFacts(stage="dev", account="123456789012", region="eu-west-1", partition="aws",
                        bucket="docpipe-dev-123456789012-eu-west-1", llm_secret_arn="arn:aws:secretsmanager:...")
-    factory = stage_factory(project_dir, facts)         # a chalice.cli.factory.CLIFactory
+    factory = stage_factory(project_dir, facts, Path("build/dev/policies"))   # a chalice.cli.factory.CLIFactory
     config = factory.create_config_obj(chalice_stage_name="dev")
 """
 
@@ -91,7 +91,8 @@ class StageFacts:
             "JobsQueueArn": self._arn("sqs", f"{prefix}-jobs"),
             "DeadLetterQueueArn": self._arn("sqs", f"{prefix}-jobs-dlq"),
             "LlmSecretArn": self.llm_secret_arn,
-            "LogGroupArn": self._arn("logs", f"log-group:/aws/lambda/{lambda_name(self.app_name, self.stage, function)}"),
+            "LogGroupArn": self._arn("logs", "log-group:/aws/lambda/"
+                                             + lambda_name(self.app_name, self.stage, function)),
         }
 
 

@@ -35,7 +35,7 @@ def require_deploy_environment() -> None:
     """The rehearsal needs what ``make test`` installs first: the pinned Python's virtualenv and Lambda's boto3."""
     missing = [str(p.relative_to(PROJECT)) for p in (DEPLOY_PYTHON, LAMBDA_RUNTIME_DIR) if not p.exists()]
     if missing:
-        raise RuntimeError(f"{', '.join(missing)} missing: run `make test` (or `make .venv-deploy/.installed`)")
+        raise RuntimeError(f"{', '.join(missing)} missing: run `make test` (or `make build/lambda-runtime/.installed`)")
 
 
 class Emulator:

@@ -30,9 +30,9 @@ def test_the_infrastructure_template_passes_cfn_lint_with_informational_checks()
 
 @pytest.mark.parametrize("stage", ["dev", "prod"])
 def test_every_policy_the_deploy_renders_passes_cfn_lints_iam_checks(stage, tmp_path):
+    secret = f"arn:aws:secretsmanager:eu-west-1:123456789012:secret:docpipe/{stage}/llm-??????"
     facts = StageFacts(stage=stage, account="123456789012", region="eu-west-1", partition="aws",
-                       bucket=f"docpipe-{stage}-123456789012-eu-west-1",
-                       llm_secret_arn=f"arn:aws:secretsmanager:eu-west-1:123456789012:secret:docpipe/{stage}/llm-??????")
+                       bucket=f"docpipe-{stage}-123456789012-eu-west-1", llm_secret_arn=secret)
     policies = write_policies(ROOT, load_config(ROOT), facts, tmp_path)
     # cfn-lint knows every service's actions and ARN formats; it reads policies inside a template.
     wrapped = {"AWSTemplateFormatVersion": "2010-09-09", "Resources": {
@@ -54,12 +54,14 @@ def test_the_bucket_refuses_every_request_without_tls():
     assert policy["Properties"]["Bucket"] == {"Ref": "DocumentsBucket"}
     [statement] = policy["Properties"]["PolicyDocument"]["Statement"]
     assert (statement["Effect"], statement["Principal"], statement["Action"]) == ("Deny", "*", "s3:*")
-    assert statement["Resource"] == [{"Fn::GetAtt": ["DocumentsBucket", "Arn"]}, {"Fn::Sub": "${DocumentsBucket.Arn}/*"}]
+    assert statement["Resource"] == [{"Fn::GetAtt": ["DocumentsBucket", "Arn"]},
+                                     {"Fn::Sub": "${DocumentsBucket.Arn}/*"}]
     assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
 
 
 def test_uploads_incoming_documents_and_unfinished_multipart_uploads_expire():
-    rules = {r["Id"]: r for r in template()["Resources"]["DocumentsBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]}
+    bucket = template()["Resources"]["DocumentsBucket"]["Properties"]
+    rules = {r["Id"]: r for r in bucket["LifecycleConfiguration"]["Rules"]}
     expiring = {r["Prefix"] for r in rules.values() if "ExpirationInDays" in r and r["Status"] == "Enabled"}
     assert {"incoming/", "uploads/", "inputs/", "results/", "cache/"} <= expiring
     [abort] = [r for r in rules.values() if "AbortIncompleteMultipartUpload" in r]
@@ -85,7 +87,7 @@ def test_every_function_of_the_app_has_a_log_group_with_retention_and_a_policy_i
     from app import app
 
     functions = {"api_handler"} | {source.name for source in app.event_sources} | set(app.pure_lambda_functions)
-    lambda_names = {f"docpipe-${{Stage}}" if f == "api_handler" else f"docpipe-${{Stage}}-{f}" for f in functions}
+    lambda_names = {"docpipe-${Stage}" if f == "api_handler" else f"docpipe-${{Stage}}-{f}" for f in functions}
     groups = resources_of_type("AWS::Logs::LogGroup").values()
     assert {g["Properties"]["LogGroupName"]["Fn::Sub"] for g in groups} == {f"/aws/lambda/{n}" for n in lambda_names}
     assert all(g["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"} for g in groups)

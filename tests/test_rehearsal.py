@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import zipfile
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -214,8 +213,9 @@ def test_lambda_holds_exactly_the_checked_build_on_the_pinned_runtime(stage, fun
         assert [layer["Arn"] for layer in configuration["Layers"]] == [layer_arn]
     # Every function starts from the artefacts alone: its sys.path is the unpacked zips and boto3.
     ready = functions.host("keep_warm").ready
-    assert ready["sys_path"][:4] == [str(functions.task), str(functions.opt / f"python/lib/python{pinned}/site-packages"),
-                                     str(functions.opt / "python"), str(rehearsal.LAMBDA_RUNTIME_DIR)]
+    layer_site = functions.opt / f"python/lib/python{pinned}/site-packages"
+    assert ready["sys_path"][:4] == [str(functions.task), str(layer_site), str(functions.opt / "python"),
+                                     str(rehearsal.LAMBDA_RUNTIME_DIR)]
     assert not any("site-packages" in p and not p.startswith(str(functions.opt)) for p in ready["sys_path"])
 
 
