@@ -205,8 +205,12 @@ def deploy_stack(cloudformation: Any, template_file: Path, stage: str, parameter
             final = _stack_status(cloudformation, stack_name)
             outcome = ("it rolled back: nothing changed" if final == "UPDATE_ROLLBACK_COMPLETE"
                        else f"it is now {final}")
-            raise DeployError(f"stack {stack_name} did not deploy ({outcome}): "
-                              f"{_failure_reasons(cloudformation, stack_name)}") from None
+            reasons = _failure_reasons(cloudformation, stack_name)
+            if "LogGroup" in reasons and "already exists" in reasons:
+                # Lambda made the group when the function first ran, before the stack managed its retention.
+                reasons += (". Delete that log group (`aws logs delete-log-group --log-group-name ...`) or import it "
+                            "into the stack, then deploy again")
+            raise DeployError(f"stack {stack_name} did not deploy ({outcome}): {reasons}") from None
     stack = cloudformation.describe_stacks(StackName=stack_name)["Stacks"][0]
     return {output["OutputKey"]: output["OutputValue"] for output in stack.get("Outputs", [])}
 

@@ -171,6 +171,35 @@ def test_a_busy_or_stuck_stack_stops_the_deploy_with_what_to_do(status, advice):
     assert not stack.changed
 
 
+def test_a_log_group_made_before_the_stack_managed_it_is_explained():
+    from botocore.exceptions import WaiterError
+
+    class CreateFailing:
+        created = False
+
+        def describe_stacks(self, StackName: str) -> dict[str, Any]:
+            if not self.created:
+                raise ClientError({"Error": {"Code": "ValidationError",
+                                             "Message": f"Stack with id {StackName} does not exist"}}, "DescribeStacks")
+            return {"Stacks": [{"StackStatus": "ROLLBACK_COMPLETE"}]}
+
+        def create_stack(self, **kwargs: Any) -> None:
+            self.created = True
+
+        def get_waiter(self, name: str) -> Any:
+            def wait(**kwargs: Any) -> None:
+                raise WaiterError(name, "failure state", {})
+            return type("Waiter", (), {"wait": staticmethod(wait)})()
+
+        def describe_stack_events(self, StackName: str) -> dict[str, Any]:
+            return {"StackEvents": [{"LogicalResourceId": "KeepWarmLogGroup", "ResourceStatus": "CREATE_FAILED",
+                                     "ResourceStatusReason": "/aws/lambda/docpipe-dev-keep_warm already exists"}]}
+
+    with pytest.raises(deploy.DeployError, match="delete-log-group") as raised:
+        deploy.deploy_stack(CreateFailing(), TEMPLATE, "dev", {"Stage": "dev"})
+    assert "KeepWarmLogGroup" in str(raised.value) and "ROLLBACK_COMPLETE" in str(raised.value)
+
+
 def test_visibility_timeout_follows_chalice_precedence_and_sqs_limits():
     config = {"lambda_timeout": 100, "stages": {
         "inherits": {},
