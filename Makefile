@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
+EMULATOR_PORT ?= 4566
 STAGE ?= dev
 
 .PHONY: demo test serve bench soak deploy clean
@@ -20,7 +21,7 @@ test: $(VENV)/.installed
 	$(PY) -m pytest
 
 serve: $(VENV)/.installed
-	$(PY) -m devstack serve --port $(PORT)
+	$(PY) -m devstack serve --port $(PORT) --emulator-port $(EMULATOR_PORT)
 
 $(VENV)/.bench-installed: $(VENV)/.installed requirements-bench.txt
 	$(PY) -m pip install --quiet -r requirements-bench.txt
