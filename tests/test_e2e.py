@@ -90,12 +90,12 @@ def test_raw_pdf_body_with_task_in_query_is_summarized(stack):
 def test_upload_to_incoming_starts_a_job_by_itself(stack):
     s3 = boto3.client("s3", endpoint_url=stack.emulator.url, region_name="us-east-1",
                       aws_access_key_id="local", aws_secret_access_key="local")
-    s3.put_object(Bucket="docpipe-local-documents", Key="incoming/field guide.pdf", Body=make_pdf(PAGES),
+    s3.put_object(Bucket="docpipe-local-documents", Key="incoming/local/field guide.pdf", Body=make_pdf(PAGES),
                   ContentType="application/pdf", Metadata={"task": "summarize"})
     deadline = time.monotonic() + 30
     job_id = None
     while job_id is None and time.monotonic() < deadline:
-        tags = s3.get_object_tagging(Bucket="docpipe-local-documents", Key="incoming/field guide.pdf")["TagSet"]
+        tags = s3.get_object_tagging(Bucket="docpipe-local-documents", Key="incoming/local/field guide.pdf")["TagSet"]
         job_id = next((t["Value"] for t in tags if t["Key"] == "docpipe-job-id"), None)
         time.sleep(0.2)
     assert job_id, "the upload never became a job"
