@@ -14,8 +14,7 @@ import uuid
 import pytest
 
 from tests.pdfgen import make_pdf
-from tests.taskflow import (aws_client, configure, deliver, get_result, job_count, llm,  # noqa: F401
-                            queued_job_ids, receive, run_job)
+from tests.taskflow import aws_client, configure, job_count, llm, queued_job_ids, run_job  # noqa: F401
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -33,8 +32,8 @@ def as_client(key: str | None) -> dict[str, str]:
 
 
 def post(client, payload, key: str | None, headers=None):
-    return client.http.post("/jobs", headers={"content-type": "application/json", **as_client(key), **(headers or {})},
-                            body=json.dumps(payload))
+    headers = {"content-type": "application/json", **as_client(key), **(headers or {})}
+    return client.http.post("/jobs", headers=headers, body=json.dumps(payload))
 
 
 def submit_as(client, key: str | None, text: str = TEXT, task: dict | None = None, headers=None) -> str:
@@ -47,7 +46,7 @@ def error_of(response) -> tuple[int, str]:
     return response.status_code, response.json_body["error"]["code"]
 
 
-# --- jobs --------------------------------------------------------------------------------------------------------------
+# --- jobs -------------------------------------------------------------------------------------------------------------
 
 def test_another_clients_job_is_404_on_every_route_as_an_unknown_job_is(client, services, two_clients, drain_queue):
     job_id = submit_as(client, ALICE_KEY)
@@ -197,7 +196,8 @@ def test_an_upload_belongs_to_the_client_of_its_folder_and_its_job_id_is_random(
     assert len(set(job_ids)) == 2 and sorted(queued_job_ids(aws_client("sqs"), drain_queue)) == sorted(job_ids)
     etag = aws_client("s3").head_object(Bucket=services.settings.bucket, Key=keys[0])["ETag"].strip('"')
     # Not derived from the object's identity, as ids were (uuid5 of bucket, key and ETag): nobody can recompute it.
-    derived = uuid.uuid5(uuid.UUID("5f0c2f54-4a8e-4d1b-9a7e-8f6a1c2d3b4e"), f"{services.settings.bucket}/{keys[0]}/{etag}")
+    namespace = uuid.UUID("5f0c2f54-4a8e-4d1b-9a7e-8f6a1c2d3b4e")
+    derived = uuid.uuid5(namespace, f"{services.settings.bucket}/{keys[0]}/{etag}")
     assert job_ids[0] != derived.hex
     assert client.http.get(f"/jobs/{job_ids[0]}", headers=as_client(ALICE_KEY)).status_code == 200
     assert error_of(client.http.get(f"/jobs/{job_ids[0]}", headers=as_client(BOB_KEY))) == (404, "not_found")
