@@ -244,3 +244,20 @@ def test_on_aws_the_client_is_the_api_key_id_api_gateway_names(client, services,
     assert own["statusCode"] == 200 and json.loads(own["body"])["job_id"] == job_id
     assert other["statusCode"] == 404 and json.loads(other["body"])["error"]["code"] == "not_found"
     assert services.jobs.get(job_id).client == "gw7key1d01"
+
+
+# --- configuration ----------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("variable, value", [
+    pytest.param("DOCPIPE_API_KEYS", "not json", id="keys-not-json"),
+    pytest.param("DOCPIPE_API_KEYS", '["a-key-of-twenty-chars"]', id="keys-not-an-object"),
+    pytest.param("DOCPIPE_API_KEYS", '{"short": "alice"}', id="key-shorter-than-20"),
+    pytest.param("DOCPIPE_API_KEYS", '{"a-key-of-twenty-chars": "../bob"}', id="client-id-with-a-path"),
+    pytest.param("DOCPIPE_KEYLESS_CLIENT", "_shared", id="keyless-client-as-the-shared-cache-folder"),
+    pytest.param("DOCPIPE_KEYLESS_CLIENT", "local/other", id="keyless-client-with-a-slash"),
+])
+def test_a_client_setting_that_could_cross_folders_is_refused_at_start(variable, value):
+    from chalicelib.config import ConfigError, load_settings
+
+    with pytest.raises(ConfigError, match=variable):
+        load_settings({variable: value})
