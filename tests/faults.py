@@ -213,7 +213,7 @@ def _inject_poison(stack: LocalStack) -> str:
     session = dict(endpoint_url=stack.emulator.url, region_name="us-east-1", aws_access_key_id="local",
                    aws_secret_access_key="local")
     boto3.client("dynamodb", **session).put_item(TableName="docpipe-local-jobs", Item={
-        "job_id": {"S": job_id}, "status": {"S": "QUEUED"}, "source": {"S": "api"},
+        "job_id": {"S": job_id}, "status": {"S": "QUEUED"}, "source": {"S": "api"}, "client": {"S": "local"},
         "created_at": {"N": str(time.time())}, "chunks_done": {"N": "0"}, "attempts": {"N": "0"},
         "lease_until": {"N": "0"}, "task": {"S": '{"type": "summarize"}'}, "document": {"S": "{}"},
         "warnings": {"S": "[]"}})
