@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
+EMULATOR_PORT ?= 4566
 STAGE ?= dev
 
 # The Lambda runtime is pinned here (.chalice/python-version): Chalice packages for the Python it runs under, so
@@ -43,7 +44,7 @@ test: $(VENV)/.installed $(LAMBDA_RUNTIME_DIR)/.installed
 	$(PY) -m pytest
 
 serve: $(VENV)/.installed
-	$(PY) -m devstack serve --port $(PORT)
+	$(PY) -m devstack serve --port $(PORT) --emulator-port $(EMULATOR_PORT)
 
 $(VENV)/.bench-installed: $(VENV)/.installed requirements-bench.txt
 	$(PY) -m pip install --quiet -r requirements-bench.txt

@@ -54,19 +54,22 @@ def submit_job():
 
 @app.route("/jobs/{job_id}", methods=["GET"], content_types=ANY_BODY, api_key_required=REQUIRE_API_KEY)
 def get_job(job_id):
-    return api.guarded(lambda: api.get_job(job_id, get_services()))
+    request = app.current_request
+    return api.guarded(lambda: api.get_job(request, job_id, get_services()))
 
 
 @app.route("/jobs/{job_id}/result", methods=["GET"], content_types=ANY_BODY,
            api_key_required=REQUIRE_API_KEY)
 def get_job_result(job_id):
-    return api.guarded(lambda: api.get_result(job_id, get_services()))
+    request = app.current_request
+    return api.guarded(lambda: api.get_result(request, job_id, get_services()))
 
 
 @app.route("/jobs/{job_id}/retry", methods=["POST"], content_types=ANY_BODY,
            api_key_required=REQUIRE_API_KEY)
 def retry_job(job_id):
-    return api.guarded(lambda: api.retry_job(job_id, get_services()))
+    request = app.current_request
+    return api.guarded(lambda: api.retry_job(request, job_id, get_services()))
 
 
 @app.on_sqs_message(queue=JOBS_QUEUE, batch_size=WORKER_BATCH_SIZE, maximum_batching_window_in_seconds=1,
@@ -88,7 +91,7 @@ def fail_dead_letters(event):
 def start_job_from_upload(event):
     from chalicelib.uploads import handle_upload
 
-    handle_upload(event.bucket, event.key, get_services())
+    handle_upload(event.bucket, event.key, get_services(), event.context)
 
 
 @app.schedule(Rate(5, unit=Rate.MINUTES))

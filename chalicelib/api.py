@@ -1,10 +1,13 @@
 """The REST adapter: Chalice requests in, JSON responses out, every client mistake a 4xx in one shape.
 
-Error bodies are always ``{"error": {"code", "message"}}``; a client mistake is never a 5xx.
+Error bodies are always ``{"error": {"code", "message"}}``; a client mistake is never a 5xx, and no message is longer
+than ``MAX_MESSAGE`` characters (none echoes a request whole). Every job route acts for the request's client
+(``clients``): another client's job answers 404, exactly as a job that does not exist.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 from functools import lru_cache
 from pathlib import Path
@@ -12,12 +15,15 @@ from typing import Any, Callable
 
 from chalice import Response
 
+from chalicelib.clients import client_of
 from chalicelib.errors import NotFound, RequestError
 from chalicelib.intake import JOB_ID_PATTERN, fingerprint, parse_submission, submit
+from chalicelib.jobs import Job
 from chalicelib.observability import logger
 from chalicelib.services import Services
 
 JSON = {"Content-Type": "application/json"}
+MAX_MESSAGE = 500
 
 
 @lru_cache(maxsize=1)
@@ -27,6 +33,8 @@ def openapi_document() -> dict[str, Any]:
 
 
 def error_response(code: str, message: str, status: int) -> Response:
+    if len(message) > MAX_MESSAGE:
+        message = message[:MAX_MESSAGE - 1] + "…"
     return Response(body={"error": {"code": code, "message": message}}, status_code=status, headers=JSON)
 
 
@@ -35,6 +43,8 @@ def guarded(view: Callable[[], Response]) -> Response:
     try:
         return view()
     except RequestError as exc:
+        # The code and status only: a refused request is counted, never echoed.
+        logger.info("request refused", extra={"code": exc.code, "status": exc.status})
         return error_response(exc.code, exc.message, exc.status)
     except Exception:
         logger.exception("unhandled error in route")
@@ -42,11 +52,13 @@ def guarded(view: Callable[[], Response]) -> Response:
 
 
 def submit_job(request: Any, services: Services, lambda_context: Any = None) -> Response:
+    client = _client(request, services)
     body = request.raw_body or b""
     headers = request.headers
     query = dict(request.query_params or {})
-    submission = parse_submission(headers.get("content-type"), query, body, services.settings.max_request_bytes)
-    job_id = submit(submission, services, idempotency_key=headers.get("idempotency-key"),
+    submission = parse_submission(headers.get("content-type"), query, body, services.settings.max_request_bytes,
+                                  client)
+    job_id = submit(submission, services, client=client, idempotency_key=headers.get("idempotency-key"),
                     fingerprint=fingerprint(headers.get("content-type"), query, body), lambda_context=lambda_context)
     job = services.jobs.get(job_id)
     view = job.to_view() if job else {"job_id": job_id, "status": "QUEUED"}
@@ -54,15 +66,15 @@ def submit_job(request: Any, services: Services, lambda_context: Any = None) -> 
     return Response(body=view, status_code=202, headers={**JSON, "Location": f"/jobs/{job_id}"})
 
 
-def get_job(job_id: str, services: Services) -> Response:
-    job = _find(job_id, services)
+def get_job(request: Any, job_id: str, services: Services) -> Response:
+    job = _find(request, job_id, services)
     view = job.to_view()
     view["links"] = _links(job_id)
     return Response(body=view, status_code=200, headers=JSON)
 
 
-def get_result(job_id: str, services: Services) -> Response:
-    job = _find(job_id, services)
+def get_result(request: Any, job_id: str, services: Services) -> Response:
+    job = _find(request, job_id, services)
     if job.status == "FAILED":
         error = job.error or {}
         return error_response("job_failed", f"job {job_id} FAILED with {error.get('code')}: {error.get('message')}",
@@ -73,9 +85,9 @@ def get_result(job_id: str, services: Services) -> Response:
     return Response(body=services.documents.get_result(job.result_key), status_code=200, headers=JSON)
 
 
-def retry_job(job_id: str, services: Services) -> Response:
+def retry_job(request: Any, job_id: str, services: Services) -> Response:
     """Queue a FAILED job again. Chunks it already paid for come from the map cache, not the LLM."""
-    job = _find(job_id, services)
+    job = _find(request, job_id, services)
     if services.jobs.requeue(job_id) is None:
         return error_response("not_retryable", f"job {job_id} is {job.status}; only a FAILED job can be retried",
                               409)
@@ -86,9 +98,17 @@ def retry_job(job_id: str, services: Services) -> Response:
     return Response(body=view, status_code=202, headers={**JSON, "Location": f"/jobs/{job_id}"})
 
 
-def _find(job_id: str, services: Services):
-    job = services.jobs.get(job_id) if JOB_ID_PATTERN.match(job_id or "") else None
-    if job is None:
+def _client(request: Any, services: Services) -> str:
+    return client_of(request.context, request.headers, services.settings)
+
+
+def _find(request: Any, job_id: str, services: Services) -> Job:
+    """The request's client's job ``job_id``; 404 alike for a job that does not exist and for another's."""
+    client = _client(request, services)
+    if not JOB_ID_PATTERN.fullmatch(job_id or ""):
+        raise NotFound("no such job: a job id is the 32 hexadecimal characters POST /jobs answered")
+    job = services.jobs.get(job_id)
+    if job is None or not hmac.compare_digest(job.client, client):
         raise NotFound(f"no job {job_id}")
     return job
 

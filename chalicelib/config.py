@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Mapping
@@ -20,6 +21,11 @@ from chalicelib.pdfpages import ReadingLimits
 
 class ConfigError(ValueError):
     pass
+
+
+# A client's id names its folders in the bucket (uploads/<id>/…): letters, digits, "-" and "_" only. API Gateway's
+# API key ids are of this form.
+CLIENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -54,7 +60,11 @@ class Settings:
     map_output_tokens: int = 600
     reduce_output_tokens: int = 1_200
     map_cache: bool = True
+    map_cache_shared: bool = False
     reading_limits: ReadingLimits = ReadingLimits()
+    # (API key, client id) pairs docpipe checks itself where no API Gateway does; see ``clients``.
+    api_keys: tuple[tuple[str, str], ...] = ()
+    keyless_client: str | None = None
     llm_secret_name: str | None = None
     llm_secret_max_age_seconds: int = 300
 
@@ -115,6 +125,30 @@ def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
     return raw == "true"
 
 
+def _client_id(env: Mapping[str, str], name: str) -> str | None:
+    raw = env.get(name, "").strip()
+    if raw and not CLIENT_ID.fullmatch(raw):
+        raise ConfigError(f"{name} must be a client id of 1-64 letters, digits, '-' or '_', got {raw[:70]!r}")
+    return raw or None
+
+
+def _api_keys(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """``DOCPIPE_API_KEYS``: a JSON object from API key to client id, e.g. ``{"key-of-alice": "alice"}``."""
+    raw = env.get("DOCPIPE_API_KEYS", "").strip()
+    if not raw:
+        return ()
+    problem = 'DOCPIPE_API_KEYS must be a JSON object from API key (20-256 printable ASCII characters) to client id'
+    try:
+        table = json.loads(raw)
+    except ValueError:
+        raise ConfigError(problem) from None
+    if not isinstance(table, dict) or not all(
+            isinstance(key, str) and re.fullmatch(r"[\x21-\x7e]{20,256}", key) and isinstance(client, str)
+            and CLIENT_ID.fullmatch(client) for key, client in table.items()):
+        raise ConfigError(problem)
+    return tuple(table.items())
+
+
 def load_settings(env: Mapping[str, str] = os.environ) -> Settings:
     stage = env.get("DOCPIPE_STAGE", "dev")
     chunk_tokens = _int(env, "DOCPIPE_CHUNK_TOKENS", 1000, minimum=50)
@@ -153,6 +187,9 @@ def load_settings(env: Mapping[str, str] = os.environ) -> Settings:
         map_output_tokens=_int(env, "DOCPIPE_MAP_OUTPUT_TOKENS", 600, minimum=50),
         reduce_output_tokens=_int(env, "DOCPIPE_REDUCE_OUTPUT_TOKENS", 1_200, minimum=50),
         map_cache=_flag(env, "DOCPIPE_MAP_CACHE", True),
+        map_cache_shared=_flag(env, "DOCPIPE_MAP_CACHE_SHARED", False),
+        api_keys=_api_keys(env),
+        keyless_client=_client_id(env, "DOCPIPE_KEYLESS_CLIENT"),
         reading_limits=_reading_limits(env),
         llm_secret_name=env.get("DOCPIPE_LLM_SECRET", "").strip() or None,
         llm_secret_max_age_seconds=_int(env, "DOCPIPE_LLM_SECRET_MAX_AGE_SECONDS", 300, minimum=1),

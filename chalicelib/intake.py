@@ -17,17 +17,20 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Mapping
 
+from chalicelib.config import Settings
 from chalicelib.errors import RequestError, ServiceUnavailable
 from chalicelib.jobs import Job
+from chalicelib.jsontext import loads_bounded, unstorable_text
 from chalicelib.observability import logger
 from chalicelib.services import Services
-from chalicelib.storage import validate_client_key
-from chalicelib.tasks import parse_task, task_from_query
+from chalicelib.storage import key_of_client, validate_client_key
+from chalicelib.tasks import NEEDS_LLM, parse_task, task_from_query
+from chalicelib.usage import price_of
 
 # The same magic the worker's extractor sniffs; repeated here so the API's cold start never imports extraction.
 PDF_MAGIC = b"%PDF-"
-JOB_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
-_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+JOB_ID_PATTERN = re.compile(r"[0-9a-f]{32}")
+_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 _TEXT_TYPES = ("text/plain", "text/markdown")
 
 
@@ -59,7 +62,8 @@ def media_type(header: str | None) -> str:
 
 
 def parse_submission(content_type_header: str | None, query: Mapping[str, str] | None, body: bytes,
-                     max_bytes: int) -> Submission:
+                     max_bytes: int, client: str) -> Submission:
+    """The submission a request holds; an ``s3_key`` is resolved inside ``client``'s own folders."""
     if len(body) > max_bytes:
         raise RequestError("too_large", f"the request body is {len(body)} bytes; the limit is {max_bytes}. "
                                         "Upload larger documents to the bucket under uploads/ and submit "
@@ -68,7 +72,8 @@ def parse_submission(content_type_header: str | None, query: Mapping[str, str] |
     if kind == "application/json":
         if query:
             raise RequestError("invalid_request", "a JSON submission carries its task in the body, not the query")
-        return _from_json(body)
+        return _from_json(body, client)
+    _refuse_unstorable(dict(query or {}), "the query")
     if kind == "application/pdf":
         if not body:
             raise RequestError("empty", "the PDF body is empty")
@@ -82,7 +87,7 @@ def parse_submission(content_type_header: str | None, query: Mapping[str, str] |
                           declared_type="text")
     raise RequestError("unsupported_media_type",
                        f"Content-Type must be application/json, application/pdf, text/plain or text/markdown; "
-                       f"got {kind or 'none'}", status=415)
+                       f"got {kind[:60] or 'none'}", status=415)
 
 
 def _text_bytes(data: bytes) -> bytes:
@@ -92,14 +97,23 @@ def _text_bytes(data: bytes) -> bytes:
         raise RequestError("unsupported_type", "text documents must be UTF-8", status=415) from None
     if not text.strip():
         raise RequestError("empty", "the document is empty")
+    _refuse_unstorable(text, "the text body")
     return text.encode("utf-8")
 
 
-def _from_json(body: bytes) -> Submission:
+def _refuse_unstorable(value: Any, where: str) -> None:
+    problem = unstorable_text(value, where)
+    if problem:
+        raise RequestError("invalid_characters", f"{problem}; send text as UTF-8 without NUL characters, and "
+                                                 "binary documents as PDF")
+
+
+def _from_json(body: bytes, client: str) -> Submission:
     try:
-        payload = json.loads(body)
+        payload = loads_bounded(body)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise RequestError("invalid_json", f"the body is not valid JSON: {exc}") from None
+        raise RequestError("invalid_json", f"the body is not valid JSON: {str(exc)[:200]}") from None
+    _refuse_unstorable(payload, "body")
     if not isinstance(payload, dict):
         raise RequestError("invalid_request", 'the body must be a JSON object: {"document": {…}, "task": {…}}')
     unknown = set(payload) - {"document", "task"}
@@ -144,19 +158,33 @@ def _from_json(body: bytes) -> Submission:
                           filename=filename)
     key = validate_client_key(value)
     declared = "pdf" if key.lower().endswith(".pdf") else None
-    return Submission(task=task, s3_key=key, declared_type=declared, filename=filename)
+    return Submission(task=task, s3_key=key_of_client(client, key), declared_type=declared, filename=filename)
 
 
-def create_job(submission: Submission, services: Services, *, job_id: str | None = None,
+def check_runnable(task: dict[str, Any], settings: Settings, prices: Mapping[str, tuple[float, float]]) -> None:
+    """Refuse, before any job exists, a task this deployment cannot run or whose spend it could not bound."""
+    kind = task["type"]
+    if kind in NEEDS_LLM and not settings.uses_openai:
+        raise RequestError("llm_unavailable", f"the {kind} task needs an LLM endpoint, and this docpipe has none "
+                                              f"configured: its offline provider cannot {NEEDS_LLM[kind]}", status=422)
+    model = task.get("model") or settings.model
+    if settings.uses_openai and task.get("max_cost_usd") is not None and price_of(prices, model) is None:
+        raise RequestError("unpriced_model", f"docpipe knows no price for model {model[:100]!r}, so it cannot hold "
+                                             "the job to max_cost_usd: name a priced model, or leave max_cost_usd "
+                                             "out (max_total_tokens still bounds the job)", status=422)
+
+
+def create_job(submission: Submission, services: Services, *, client: str, job_id: str | None = None,
                source: str = "api") -> tuple[str, bool]:
-    """Store, record and enqueue; returns (job_id, created). Not created means this job id already exists."""
+    """Store, record and enqueue for ``client``; returns (job_id, created). Not created: this job id exists."""
+    check_runnable(submission.task, services.settings, services.prices)
     job_id = job_id or new_job_id()
     document = submission.describe()
     if submission.s3_key:
         stored = services.documents.head(submission.s3_key)
         if stored is None:
-            raise RequestError("document_not_found", f"no object {submission.s3_key} in the docpipe bucket",
-                               status=404 if source == "api" else 400)
+            raise RequestError("document_not_found", f"no object {submission.s3_key[:300]} among your documents "
+                                                     "in the docpipe bucket", status=404 if source == "api" else 400)
         document["bytes"] = stored.size
         if stored.size > services.settings.max_document_bytes:
             raise RequestError("too_large", f"the document is {stored.size} bytes; the limit is "
@@ -165,7 +193,7 @@ def create_job(submission: Submission, services: Services, *, job_id: str | None
         document["s3_key"] = services.documents.put_input(job_id, submission.content or b"",
                                                           submission.content_type or "application/octet-stream")
     job = Job(job_id=job_id, status="QUEUED", task=submission.task, document=document, created_at=time.time(),
-              source=source)
+              source=source, client=client)
     if not services.jobs.create(job):
         return job_id, False
     try:
@@ -175,16 +203,18 @@ def create_job(submission: Submission, services: Services, *, job_id: str | None
         services.jobs.withdraw(job_id)
         logger.exception("enqueue failed", extra={"job_id": job_id})
         raise ServiceUnavailable("the job could not be queued; retry the request") from exc
-    logger.info("job queued", extra={"job_id": job_id, "source": source, "task": submission.task.get("type")})
+    logger.info("job queued", extra={"job_id": job_id, "source": source, "task": submission.task.get("type"),
+                                     "client": client})
     return job_id, True
 
 
-def submit(submission: Submission, services: Services, *, idempotency_key: str | None,
+def submit(submission: Submission, services: Services, *, client: str, idempotency_key: str | None,
            fingerprint: str, lambda_context: Any = None) -> str:
-    """Create the job, or with an ``Idempotency-Key`` return the job an earlier identical request created."""
+    """Create the job, or with an ``Idempotency-Key`` return the job an earlier identical request of the same
+    client created (each client's keys are its own)."""
     if idempotency_key is None:
-        return create_job(submission, services)[0]
-    if not _IDEMPOTENCY_KEY.match(idempotency_key):
+        return create_job(submission, services, client=client)[0]
+    if not _IDEMPOTENCY_KEY.fullmatch(idempotency_key):
         raise RequestError("invalid_idempotency_key", "Idempotency-Key must be 1-255 printable ASCII characters")
     from aws_lambda_powertools.utilities.idempotency.exceptions import (IdempotencyAlreadyInProgressError,
                                                                         IdempotencyValidationError)
@@ -195,8 +225,8 @@ def submit(submission: Submission, services: Services, *, idempotency_key: str |
         # key for the whole 24 hours.
         config.register_lambda_context(lambda_context)
     try:
-        answer = create(
-            request={"key": idempotency_key, "fingerprint": fingerprint}, submission=submission, services=services)
+        answer = create(request={"client": client, "key": idempotency_key, "fingerprint": fingerprint},
+                        submission=submission, services=services)
     except IdempotencyValidationError:
         raise RequestError("idempotency_key_reused", "this Idempotency-Key was already used for a different "
                                                      "request", status=422) from None
@@ -215,12 +245,12 @@ def _idempotent_create(table_name: str):
     from chalicelib import aws
 
     persistence = DynamoDBPersistenceLayer(table_name=table_name, boto3_client=aws.client("dynamodb"))
-    config = IdempotencyConfig(event_key_jmespath="key", payload_validation_jmespath="fingerprint",
+    config = IdempotencyConfig(event_key_jmespath="[client, key]", payload_validation_jmespath="fingerprint",
                                raise_on_no_idempotency_key=True, expires_after_seconds=24 * 3600)
 
     @idempotent_function(data_keyword_argument="request", persistence_store=persistence, config=config)
     def create(request: dict, submission: Submission, services: Services) -> dict:
-        return {"job_id": create_job(submission, services)[0]}
+        return {"job_id": create_job(submission, services, client=request["client"])[0]}
 
     return create, config
 

@@ -33,6 +33,8 @@ class Job:
     document: dict[str, Any]
     created_at: float
     source: str = "api"
+    # The client that created the job and alone may see it (``clients``); "" for rows older than tenancy.
+    client: str = ""
     started_at: float | None = None
     finished_at: float | None = None
     chunks_done: int = 0
@@ -118,6 +120,7 @@ class JobStore:
             "job_id": job.job_id,
             "status": job.status,
             "source": job.source,
+            "client": job.client,
             "created_at": _dec(job.created_at),
             "chunks_done": 0,
             "attempts": 0,

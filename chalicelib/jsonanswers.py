@@ -11,42 +11,25 @@ that worked is remembered for the rest of the job, so only the first call pays f
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
+from chalicelib.jsontext import loads_bounded
 from chalicelib.llm import EndpointRefused
 from chalicelib.mapreduce import UnusableAnswer
+from chalicelib.schemas import SchemaUnusable, client_validator, violations
 
 MODES = ("json_schema", "json_object", "prompt")
 REPROMPTS = 2
 _FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
 
 
-def schema_validator(schema: dict[str, Any]) -> Any:
-    """A validator of the schema's own draft (2020-12 when it names none), with formats checked."""
-    from jsonschema import validators
-
-    cls = validators.validator_for(schema, default=validators.Draft202012Validator)
-    return cls(schema, format_checker=cls.FORMAT_CHECKER)
-
-
-def problems(validator: Any, value: Any, limit: int = 5) -> list[str]:
-    """Readable schema violations, at most ``limit``: ``/items/0/price: 'x' is not of type 'number'``."""
-    found = []
-    for error in sorted(validator.iter_errors(value), key=lambda e: list(map(str, e.absolute_path))):
-        path = "/" + "/".join(str(p) for p in error.absolute_path)
-        found.append(f"{path}: {error.message[:200]}")
-        if len(found) >= limit:
-            break
-    return found
-
-
 def parse_json(text: str) -> Any:
-    """The JSON value of an answer, tolerating a Markdown code fence around it; raises ValueError."""
+    """The JSON value of an answer, tolerating a Markdown code fence around it; raises ValueError (also when it is
+    nested deeper than docpipe parses)."""
     text = text.strip()
     fenced = _FENCE.match(text)
-    return json.loads(fenced.group(1) if fenced else text)
+    return loads_bounded(fenced.group(1) if fenced else text)
 
 
 class JsonAnswers:
@@ -57,7 +40,7 @@ class JsonAnswers:
         self._schema = schema
         self._name = name
         self._reprompts = reprompts
-        self._validator = schema_validator(schema)
+        self._validator = client_validator(schema)
         self.mode = MODES[0]
 
     async def ask(self, messages: list[dict[str, str]], *, max_tokens: int) -> Any:
@@ -71,7 +54,11 @@ class JsonAnswers:
                 cut = " It was cut off: answer more briefly." if completion.finish_reason == "length" else ""
                 issues = [f"the answer is not JSON.{cut}"]
             else:
-                issues = problems(self._validator, value)
+                try:
+                    issues = violations(self._validator, value)
+                except SchemaUnusable as unusable:
+                    # The schema makes this answer too costly to check: asking again would cost as much.
+                    raise UnusableAnswer(str(unusable)) from None
                 if not issues:
                     return value
             conversation += [

@@ -4,13 +4,15 @@ Each answer's key is the sha256 of the model (its endpoint and name: one name ca
 servers), the prompt version, the task's parameters and the chunk (its text and the page span the prompt shows), so
 changing any of those inputs can never return a stale answer. Answers are grouped under a *scope* — the same hash
 over the whole document instead of one chunk — so a job finds every answer of its document with one LIST instead of
-a GET per chunk, and stores them in batches, at most one PUT a second, instead of one per chunk::
+a GET per chunk, and stores them in batches, at most one PUT a second, instead of one per chunk. Each scope lies in
+its owner's folder, the client whose job paid for the answers: one client never learns from the cache what another
+submitted, unless the operator shares the cache (``DOCPIPE_MAP_CACHE_SHARED``, owner ``SHARED_OWNER``)::
 
     cache = MapCache(s3_client, "docpipe-prod-documents")
-    scope = map_cache_scope(endpoint="", model="gpt-4o-mini", prompt_version="summarize/2",
+    scope = map_cache_scope(owner="alice", endpoint="", model="gpt-4o-mini", prompt_version="summarize/2",
                             params={"map_words": 200}, document=document.text)
     cache.load(scope)                    # {answer key: answer} of every earlier attempt or job
-    cache.store(scope, {key: answer})    # one object, cache/map/<scope>/<batch>.json
+    cache.store(scope, {key: answer})    # one object, cache/map/alice/<scope hash>/<batch>.json
 
 A redelivered job, or the same document submitted again with the same task, re-uses every chunk already answered;
 a worker killed outright loses at most the last second of answers. The cache is an optimisation: when S3 fails, a
@@ -31,6 +33,8 @@ from typing import Any, Callable
 from chalicelib.observability import logger
 
 CACHE_PREFIX = "cache/map/"
+# Client ids start with a letter or digit, so no client's folder can be the shared one.
+SHARED_OWNER = "_shared"
 # Bumped when the stored shape changes, so old entries are never misread.
 _FORMAT = 2
 
@@ -47,11 +51,12 @@ def map_cache_key(*, endpoint: str, model: str, prompt_version: str, params: dic
                     "pages": pages, "text": text})
 
 
-def map_cache_scope(*, endpoint: str, model: str, prompt_version: str, params: dict[str, Any],
+def map_cache_scope(*, owner: str, endpoint: str, model: str, prompt_version: str, params: dict[str, Any],
                     document: str) -> str:
-    """Where the answers about one document are kept: the same inputs, with the whole document's text."""
-    return _digest({"endpoint": endpoint, "model": model, "prompt_version": prompt_version, "params": params,
-                    "document": hashlib.sha256(document.encode("utf-8")).hexdigest()})
+    """Where the answers about one document are kept: the owner's folder, then the hash of the same inputs with the
+    whole document's text."""
+    return owner + "/" + _digest({"endpoint": endpoint, "model": model, "prompt_version": prompt_version,
+                                  "params": params, "document": hashlib.sha256(document.encode("utf-8")).hexdigest()})
 
 
 class MapCache:

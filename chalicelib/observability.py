@@ -1,15 +1,54 @@
 """Powertools Logger and Metrics, shared by every handler.
 
 Logs are JSON with the job id on every line of a job (``logger.append_keys(job_id=…)``); keys are cleared at the
-start of each invocation so a worker's job id never leaks into a later HTTP log line of the same container.
+start of each invocation so a worker's job id never leaks into a later HTTP log line of the same container. No line
+is longer than ``MAX_LOG_LINE`` characters: a field that would make it longer is cut (a traceback keeps its end,
+where the error is), so no client input is ever logged whole.
 Metrics are CloudWatch EMF lines in the ``docpipe`` namespace, flushed at the end of each worker invocation.
 """
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 
-logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "docpipe"))
+MAX_LOG_LINE = 16_000
+_MAX_FIELD = 4_000
+_TAIL_FIELDS = ("exception",)
+
+
+class CappedFormatter(LambdaPowertoolsFormatter):
+    """Powertools' JSON lines, each at most ``MAX_LOG_LINE`` characters."""
+
+    def serialize(self, log: Any) -> str:
+        line = super().serialize(log)
+        if len(line) <= MAX_LOG_LINE:
+            return line
+        capped = {name: _cap(name, value, self.json_serializer) for name, value in log.items()}
+        capped["truncated"] = True
+        line = super().serialize(capped)
+        return line if len(line) <= MAX_LOG_LINE else super().serialize(
+            {name: capped[name] for name in ("level", "location", "message", "timestamp", "service", "truncated")
+             if name in capped})
+
+
+def _cap(name: str, value: Any, serialize: Any) -> Any:
+    text = value if isinstance(value, str) else None
+    if text is None:
+        if isinstance(value, (int, float, bool)) or value is None:
+            return value
+        text = serialize(value)
+        if len(text) <= _MAX_FIELD:
+            return value
+    if len(text) <= _MAX_FIELD:
+        return text
+    cut = len(text) - _MAX_FIELD
+    return (f"…[{cut} characters cut]…" + text[-_MAX_FIELD:] if name in _TAIL_FIELDS
+            else text[:_MAX_FIELD] + f"…[{cut} characters cut]")
+
+
+logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "docpipe"), logger_formatter=CappedFormatter())
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "docpipe"))

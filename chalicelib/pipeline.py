@@ -20,17 +20,16 @@ from chalicelib.chunking import Chunk, chunk_document
 from chalicelib.errors import JobFailure
 from chalicelib.extract import Document, extract_document
 from chalicelib.jobs import Job
-from chalicelib.mapcache import CacheWriter, MapCache, map_cache_key, map_cache_scope
+from chalicelib.mapcache import SHARED_OWNER, CacheWriter, MapCache, map_cache_key, map_cache_scope
 from chalicelib.mapreduce import ChunkTask, halve_chunk, map_chunks
 from chalicelib.observability import logger, metrics
 from chalicelib.services import Services
+from chalicelib.tasks import NEEDS_LLM
 from chalicelib.usage import Usage, total_spend
 
 PROGRESS_INTERVAL_SECONDS = 1.0
 # Kept back at the end of an invocation so the outcome is stored after the last LLM call.
 FINISH_SECONDS = 10.0
-_NEEDS_LLM = {"extract": "fill a JSON Schema from a document", "prompt": "follow instructions"}
-_NO_PRICE = "no price is known for model {model}: max_cost_usd cannot be enforced"
 # EMF takes at most 100 values of one metric per document; Powertools prints a full one even when disabled.
 _EMF_VALUES = 99
 
@@ -106,9 +105,10 @@ def process_job(job_id: str, services: Services, *, lease_seconds: float, deadli
 async def _run(run: JobRun, model: str) -> dict[str, Any]:
     services, job, settings = run.services, run.job, run.services.settings
     kind = job.task["type"]
-    if not settings.uses_openai and kind in _NEEDS_LLM:
+    if not settings.uses_openai and kind in NEEDS_LLM:
+        # Refused at submit too; a job queued before the endpoint was unset still ends with a reason.
         raise JobFailure("llm_unavailable", f"the {kind} task needs an LLM endpoint (set OPENAI_API_KEY and/or "
-                                            f"OPENAI_BASE_URL): docpipe's offline provider cannot {_NEEDS_LLM[kind]}")
+                                            f"OPENAI_BASE_URL): docpipe's offline provider cannot {NEEDS_LLM[kind]}")
     clock = time.monotonic()
     data = services.documents.read_document(job.document["s3_key"], settings.max_document_bytes)
     document = extract_document(data, max_pages=settings.max_document_pages,
@@ -253,7 +253,8 @@ def _map_cache(run: JobRun, task: ChunkTask, document: Document, chunks: list[Ch
         return None
     identity = {"endpoint": run.services.settings.llm_base_url or "", "model": model,
                 "prompt_version": task.prompt_version, "params": params}
-    scope = map_cache_scope(**identity, document=document.text)
+    owner = SHARED_OWNER if run.services.settings.map_cache_shared else (run.job.client or "_unowned")
+    scope = map_cache_scope(owner=owner, **identity, document=document.text)
     keys = {c.index: map_cache_key(**identity, pages=c.pages, text=c.text) for c in chunks}
     return _JobCache(task, keys, scope, cache, run.usage)
 
@@ -305,9 +306,10 @@ def _budget_refusal(run: JobRun, task: ChunkTask, chunks: list[Chunk],
     budget = Budget.for_task(run.job.task, run.services.settings.default_max_total_tokens)
     refusal = budget.refusal(run.usage, run.services.prices, prompt_tokens=prompt + p,
                              completion_tokens=completion + c, calls=len(asked) + (1 if p else 0))
-    no_price = _NO_PRICE.format(model=run.usage.model)
-    if budget.max_cost_usd is not None and run.usage.estimated_cost_usd is None and no_price not in run.warnings:
-        run.warnings.append(no_price)
+    if budget.max_cost_usd is not None and run.usage.estimated_cost_usd is None:
+        # Refused at submit; a job queued before the price table changed must not spend without a bound either.
+        return JobFailure("unpriced_model", f"no price is known for model {run.usage.model}: max_cost_usd cannot be "
+                                            "enforced, so nothing was spent")
     return refusal
 
 

@@ -3,9 +3,14 @@
 Layout of the bucket:
 
 * ``inputs/{job_id}`` — a document submitted through the API (text or PDF bytes);
-* ``incoming/…`` — uploads that start a job by themselves (the S3 trigger);
-* ``uploads/…`` — documents staged by a client and referenced from ``POST /jobs`` by ``s3_key``;
+* ``incoming/{client}/…`` — uploads that start a job by themselves (the S3 trigger), for the client named by the
+  folder;
+* ``uploads/{client}/…`` — documents staged for a client and referenced from ``POST /jobs`` by ``s3_key``;
 * ``results/{job_id}.json`` — the result document of a finished job.
+
+A client names its documents relative to its own folders: ``{"s3_key": "uploads/report.pdf"}`` from client ``alice``
+is ``uploads/alice/report.pdf`` in the bucket, so no ``s3_key`` reaches another client's documents, and whether a key
+exists says nothing about anyone else's.
 """
 
 from __future__ import annotations
@@ -45,6 +50,20 @@ def validate_client_key(key: str) -> str:
             f"document.s3_key must name an object under {' or '.join(CLIENT_KEY_PREFIXES)} in the docpipe bucket",
         )
     return key
+
+
+def key_of_client(client: str, key: str) -> str:
+    """Where a client's ``s3_key`` (already validated) is in the bucket: inside that client's own folder."""
+    prefix = next(p for p in CLIENT_KEY_PREFIXES if key.startswith(p))
+    return f"{prefix}{client}/{key[len(prefix):]}"
+
+
+def client_of_upload(key: str) -> str | None:
+    """The client an object under ``incoming/`` belongs to (its first folder), or None when it names none."""
+    from chalicelib.config import CLIENT_ID
+
+    folder, slash, name = key[len(INCOMING_PREFIX):].partition("/") if key.startswith(INCOMING_PREFIX) else ("", "", "")
+    return folder if slash and name and CLIENT_ID.fullmatch(folder) else None
 
 
 class DocumentStore:

@@ -15,12 +15,16 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from chalicelib.chunking import Chunk
-from chalicelib.jsonanswers import JsonAnswers, problems, schema_validator
+from chalicelib.errors import JobFailure
+from chalicelib.jsonanswers import JsonAnswers
 from chalicelib.jsonmerge import merge_answers
 from chalicelib.mapreduce import UnusableAnswer
 from chalicelib.prompts import DATA_RULE, as_data
+from chalicelib.schemas import SchemaRefused, SchemaUnusable, check_client_schema, client_validator, violations
 
 PROMPT_VERSION = "extract/1"
+# The merged answer gathers every chunk's: its one check may take more steps than a chunk answer's.
+_MERGED_ANSWER_STEPS = 1_000_000
 # Keywords that make a single excerpt's partial answer invalid although the merged answer may be valid.
 _WHOLE_DOCUMENT_KEYWORDS = ("required", "minItems", "minProperties", "dependentRequired")
 _SUBSCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
@@ -81,6 +85,11 @@ class SchemaExtractor:
 
     def __init__(self, chat: Any, *, schema: dict[str, Any], answer_tokens: int, count_tokens: Callable[[str], int],
                  warn: Callable[[str], None]) -> None:
+        try:
+            # Checked at submit too; again here, so no job stored by an older docpipe reaches the network or hangs.
+            check_client_schema(schema)
+        except SchemaRefused as refused:
+            raise JobFailure("invalid_schema", str(refused)) from None
         self._schema = schema
         self._answer_tokens = answer_tokens
         relaxed = relaxed_schema(schema)
@@ -117,7 +126,10 @@ class SchemaExtractor:
         merged, provenance, notes = merge_answers([(f.value, f.page_list) for f in partials], self._schema)
         for note in notes:
             self._warn(note)
-        errors = problems(schema_validator(self._schema), merged, limit=20)
+        try:
+            errors = violations(client_validator(self._schema), merged, limit=20, steps=_MERGED_ANSWER_STEPS)
+        except SchemaUnusable as unusable:
+            errors = [f"the merged answer could not be checked against the schema: {unusable}"]
         return Extraction(merged, provenance, not errors, errors), 0
 
     def result(self, final: Extraction) -> dict[str, Any]:

@@ -8,11 +8,15 @@ option has its own 400 code: ``unknown_task``, ``invalid_task`` (a common or sum
 from __future__ import annotations
 
 import json
+import unicodedata
 from typing import Any, Mapping
 
 from chalicelib.errors import RequestError
+from chalicelib.jsontext import loads_bounded
 
 TASK_TYPES = ("summarize", "extract", "classify", "prompt")
+# The task types only a language model can do (what docpipe's offline provider cannot), refused at submit without one.
+NEEDS_LLM = {"extract": "fill a JSON Schema from a document", "prompt": "follow instructions"}
 
 # Options every task type takes: which model, and the job's budget.
 _COMMON = {"type", "model", "max_total_tokens", "max_cost_usd"}
@@ -46,7 +50,7 @@ def parse_task(raw: Any) -> dict[str, Any]:
         raise _bad('task must be an object such as {"type": "summarize"}')
     task_type = raw.get("type")
     if task_type not in TASK_TYPES:
-        raise RequestError("unknown_task", f"task.type must be one of: {', '.join(TASK_TYPES)}; got {task_type!r}")
+        raise RequestError("unknown_task", f"task.type must be one of: {', '.join(TASK_TYPES)}; got {task_type!r:.40}")
     unknown = set(raw) - _COMMON - _SPECIFIC[task_type]
     if unknown:
         raise _bad(f"unknown field(s) in task: {', '.join(sorted(unknown))}")
@@ -69,7 +73,8 @@ def parse_task(raw: Any) -> dict[str, Any]:
 
 
 def _check_schema(schema: Any) -> None:
-    """A JSON Schema whose root is an object (structured outputs need one), self-contained, of a sensible size."""
+    """A JSON Schema whose root is an object (structured outputs need one), of a sensible size, safe to use
+    (``schemas.check_client_schema``: self-contained, bounded, its patterns runnable in linear time)."""
     def bad(message: str) -> RequestError:
         return _bad(message, "invalid_schema")
 
@@ -82,30 +87,12 @@ def _check_schema(schema: Any) -> None:
         raise bad(f"task.schema must be at most {MAX_SCHEMA_BYTES} bytes of JSON")
     if schema.get("type") != "object":
         raise bad('task.schema must describe an object: its root needs "type": "object"')
-    remote = _remote_ref(schema)
-    if remote is not None:
-        raise bad(f"task.schema may only reference its own definitions (\"#/...\"); it refers to {remote[:100]!r}")
-    from jsonschema import SchemaError, validators
+    from chalicelib.schemas import SchemaRefused, check_client_schema
 
     try:
-        validators.validator_for(schema, default=validators.Draft202012Validator).check_schema(schema)
-    except SchemaError as exc:
-        path = "/" + "/".join(str(p) for p in exc.absolute_path)
-        raise bad(f"task.schema is not a valid JSON Schema at {path}: {exc.message[:200]}") from None
-
-
-def _remote_ref(schema: Any) -> str | None:
-    """The first ``$ref`` that points outside the schema (docpipe never fetches one)."""
-    if isinstance(schema, dict):
-        ref = schema.get("$ref")
-        if isinstance(ref, str) and not ref.startswith("#"):
-            return ref
-        values = schema.values()
-    elif isinstance(schema, list):
-        values = schema
-    else:
-        return None
-    return next((found for value in values if (found := _remote_ref(value)) is not None), None)
+        check_client_schema(schema)
+    except SchemaRefused as refused:
+        raise bad(str(refused)) from None
 
 
 def _check_labels(labels: Any) -> None:
@@ -129,7 +116,8 @@ def _check_labels(labels: Any) -> None:
             name = label
         if not isinstance(name, str) or not name.strip() or len(name) > MAX_LABEL_NAME:
             raise bad(f"task.labels[{position}] needs a name of 1 to {MAX_LABEL_NAME} characters")
-        names.append(name.strip().casefold())
+        # Look-alikes ("Invoice" and the full-width "Ｉｎｖｏｉｃｅ") are one label to a model.
+        names.append(unicodedata.normalize("NFKC", name).strip().casefold())
     if len(set(names)) != len(names):
         raise bad("task.labels must have distinct names")
 
@@ -164,9 +152,10 @@ def task_from_query(query: Mapping[str, str] | None) -> dict[str, Any]:
             raw[name] = [label.strip() for label in value.split(",") if label.strip()]
         elif name == "schema":
             try:
-                raw[name] = json.loads(value)
-            except ValueError:
-                raise _bad("query parameter schema must be a JSON Schema as JSON text", "invalid_schema") from None
+                raw[name] = loads_bounded(value)
+            except ValueError as exc:
+                raise _bad(f"query parameter schema must be a JSON Schema as JSON text ({str(exc)[:100]})",
+                           "invalid_schema") from None
         else:
             raw[name] = value
     return parse_task(raw)

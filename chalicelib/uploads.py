@@ -1,63 +1,96 @@
-"""An object uploaded under ``incoming/`` becomes a job. Thin on purpose: no download, no extraction, no LLM.
+"""An object uploaded under ``incoming/{client}/`` becomes a job of that client. Thin on purpose: no download, no
+extraction, no LLM.
 
 The task comes from the object's metadata (``x-amz-meta-task``: a task type like ``summarize`` or a JSON task
-object), defaulting to summarize; the started job's id is tagged on the object (``docpipe-job-id``). S3 delivers events at least once, so the job id is derived from the object's
-identity (bucket, key, ETag): a repeated event finds the job already there and queues nothing new.
+object), defaulting to summarize; the started job's id is tagged on the object (``docpipe-job-id``). An object
+directly under ``incoming/``, in no client's folder, is ignored with a warning.
+
+Job ids are random, as every job id is (an id is unguessable, so knowing an object's name and content tells nobody its
+job). S3 delivers events at least once, so the object's identity (bucket, key, ETag) is an idempotency key
+(Powertools Idempotency, the ``Idempotency-Key`` table): a repeated event finds the job its first delivery started
+and queues nothing new.
 """
 
 from __future__ import annotations
 
-import json
 import time
-import uuid
+from functools import lru_cache
 from typing import Any
 
 from chalicelib.errors import RequestError, ServiceUnavailable
-from chalicelib.intake import Submission, create_job
+from chalicelib.intake import Submission, create_job, new_job_id
 from chalicelib.jobs import Job
+from chalicelib.jsontext import loads_bounded
 from chalicelib.observability import logger
 from chalicelib.services import Services
-from chalicelib.storage import INCOMING_PREFIX
+from chalicelib.storage import INCOMING_PREFIX, client_of_upload
 from chalicelib.tasks import parse_task
 
-_NAMESPACE = uuid.UUID("5f0c2f54-4a8e-4d1b-9a7e-8f6a1c2d3b4e")
+# S3 redelivers an event within minutes; a day covers it many times over.
+_DEDUPLICATION_SECONDS = 24 * 3600
 
 
-def handle_upload(bucket: str, key: str, services: Services) -> str | None:
+def handle_upload(bucket: str, key: str, services: Services, lambda_context: Any = None) -> str | None:
     """Queue a job for an uploaded object; returns its job id, or None when the object is not one of ours."""
     if bucket != services.settings.bucket or not key.startswith(INCOMING_PREFIX) or key.endswith("/"):
-        logger.warning("ignored an S3 event outside docpipe's incoming/ prefix", extra={"bucket": bucket, "key": key})
+        logger.warning("ignored an S3 event outside docpipe's incoming/ prefix",
+                       extra={"bucket": bucket[:100], "key": key[:300]})
+        return None
+    client = client_of_upload(key)
+    if client is None:
+        logger.warning("ignored an upload in no client's folder: put it under incoming/<client id>/",
+                       extra={"key": key[:300]})
         return None
     stored = services.documents.head(key)
     if stored is None:
-        logger.warning("the uploaded object is gone; nothing to do", extra={"key": key})
+        logger.warning("the uploaded object is gone; nothing to do", extra={"key": key[:300]})
         return None
+    start, config = _start_once(services.settings.idempotency_table)
+    if lambda_context is not None:
+        # An invocation that dies mid-way frees the object's record when it ends, so S3's retry can start the job.
+        config.register_lambda_context(lambda_context)
+    upload = {"bucket": bucket, "key": key, "etag": stored.etag}
+    return start(upload=upload, client=client, stored=stored, services=services)["job_id"]
+
+
+def _start(upload: dict[str, str], client: str, stored: Any, services: Services) -> dict[str, str]:
+    key = upload["key"]
     declared = "pdf" if key.lower().endswith(".pdf") or stored.content_type == "application/pdf" else None
-    job_id = uuid.uuid5(_NAMESPACE, f"{bucket}/{key}/{stored.etag}").hex
-    submission = None
+    job_id = new_job_id()
     try:
         task = parse_task(_task_from_metadata(stored.metadata))
         submission = Submission(task=task, s3_key=key, declared_type=declared, filename=key.rsplit("/", 1)[-1])
-        job_id, created = create_job(submission, services, job_id=job_id, source="s3")
+        job_id, _created = create_job(submission, services, client=client, job_id=job_id, source="s3")
     except ServiceUnavailable:
         raise  # Lambda retries a failed asynchronous invocation; the job was withdrawn, so the retry creates it
     except RequestError as exc:
         # Not worth an LLM call (a bad task, a file over the limit): recorded as FAILED with the reason, never queued.
-        created = _record_rejected(job_id, key, stored.metadata.get("task", ""), exc, services)
-    if created:
-        services.documents.tag_with_job(key, job_id)
-    else:
-        logger.info("repeated S3 event for an object that already has a job", extra={"job_id": job_id})
-    return job_id
+        _record_rejected(job_id, key, client, stored.metadata.get("task", ""), exc, services)
+    services.documents.tag_with_job(key, job_id)
+    return {"job_id": job_id}
 
 
-def _record_rejected(job_id: str, key: str, raw_task: str, error: RequestError, services: Services) -> bool:
+@lru_cache(maxsize=None)
+def _start_once(table_name: str):
+    """``_start`` once per object identity: later deliveries of the same event get the first one's job id."""
+    from aws_lambda_powertools.utilities.idempotency import (DynamoDBPersistenceLayer, IdempotencyConfig,
+                                                             idempotent_function)
+
+    from chalicelib import aws
+
+    persistence = DynamoDBPersistenceLayer(table_name=table_name, boto3_client=aws.client("dynamodb"))
+    config = IdempotencyConfig(event_key_jmespath="[bucket, key, etag]", raise_on_no_idempotency_key=True,
+                               expires_after_seconds=_DEDUPLICATION_SECONDS)
+    return idempotent_function(data_keyword_argument="upload", persistence_store=persistence,
+                               config=config)(_start), config
+
+
+def _record_rejected(job_id: str, key: str, client: str, raw_task: str, error: RequestError,
+                     services: Services) -> None:
     job = Job(job_id=job_id, status="FAILED", task={"type": raw_task[:100] or "summarize"}, source="s3",
-              created_at=time.time(), document={"source": "s3", "s3_key": key}, error=error.to_dict())
-    if not services.jobs.create(job):
-        return False
+              created_at=time.time(), document={"source": "s3", "s3_key": key}, error=error.to_dict(), client=client)
+    services.jobs.create(job)
     logger.warning("upload rejected", extra={"job_id": job_id, "error": error.to_dict()})
-    return True
 
 
 def _task_from_metadata(metadata: dict[str, str]) -> Any:
@@ -66,7 +99,7 @@ def _task_from_metadata(metadata: dict[str, str]) -> Any:
         return {"type": "summarize"}
     if raw.startswith("{"):
         try:
-            return json.loads(raw)
+            return loads_bounded(raw)
         except ValueError:
             raise RequestError("invalid_task", "the task metadata is not valid JSON") from None
     return {"type": raw}

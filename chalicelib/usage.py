@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
 # USD per million tokens (input, output), from the providers' public price lists. DOCPIPE_PRICES adds or
-# overrides entries, e.g. {"my-vllm-model": [0, 0]}.
+# overrides entries, e.g. {"my-vllm-model": [0, 0]}; its "*" entry, when given, prices every model not listed.
 DEFAULT_PRICES: dict[str, tuple[float, float]] = {
     "gpt-4o-mini": (0.15, 0.60),
     "gpt-4o": (2.50, 10.00),
@@ -17,6 +18,9 @@ DEFAULT_PRICES: dict[str, tuple[float, float]] = {
 }
 
 
+DEFAULT_PRICE_KEY = "*"
+
+
 def price_table(env: Mapping[str, str]) -> dict[str, tuple[float, float]]:
     prices = dict(DEFAULT_PRICES)
     raw = env.get("DOCPIPE_PRICES", "").strip()
@@ -24,15 +28,22 @@ def price_table(env: Mapping[str, str]) -> dict[str, tuple[float, float]]:
         try:
             extra = json.loads(raw)
             prices.update({str(k): (float(v[0]), float(v[1])) for k, v in extra.items()})
+            if any(not 0 <= p < math.inf for price in prices.values() for p in price):
+                raise ValueError("a price must be a finite number of USD, at least 0")
         except (ValueError, TypeError, IndexError, AttributeError):
             raise ValueError('DOCPIPE_PRICES must be JSON like {"model": [input_usd_per_million, '
                              'output_usd_per_million]}') from None
     return prices
 
 
+def price_of(prices: Mapping[str, tuple[float, float]], model: str) -> tuple[float, float] | None:
+    """(input, output) USD per million tokens of ``model``: its own entry, else the "*" default, else None."""
+    return prices.get(model) or prices.get(DEFAULT_PRICE_KEY)
+
+
 def cost_usd(prices: Mapping[str, tuple[float, float]], model: str, prompt_tokens: int,
              completion_tokens: int) -> float | None:
-    price = prices.get(model)
+    price = price_of(prices, model)
     if price is None:
         return None
     return round((prompt_tokens * price[0] + completion_tokens * price[1]) / 1_000_000, 6)

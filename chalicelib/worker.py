@@ -32,7 +32,7 @@ def job_id_from(body: str) -> str | None:
     except ValueError:
         return None
     job_id = message.get("job_id") if isinstance(message, dict) else None
-    return job_id if isinstance(job_id, str) and JOB_ID_PATTERN.match(job_id) else None
+    return job_id if isinstance(job_id, str) and JOB_ID_PATTERN.fullmatch(job_id) else None
 
 
 def handle_job_batch(event: dict[str, Any], context: Any, services: Services) -> dict[str, Any]:

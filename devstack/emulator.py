@@ -28,12 +28,15 @@ def free_port() -> int:
 
 
 def require_free(port: int, what: str) -> None:
+    """Refuse a port another process listens on. SO_REUSEADDR, as the servers themselves bind: connections of a
+    stack that just stopped linger in TIME_WAIT for a minute and must not block a restart."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
             raise PortInUse(f"port {port} ({what}) is already in use on 127.0.0.1 — is another `make serve` "
-                            f"running? Stop it, or pick other ports (make serve PORT=8001).") from None
+                            f"running? Stop it, or pick other ports (make serve PORT=8001 EMULATOR_PORT=4567).") from None
 
 
 def wait_until_up(url: str, timeout: float = 30.0) -> None:

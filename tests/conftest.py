@@ -25,6 +25,8 @@ os.environ.update(
     AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1",
     DOCPIPE_STAGE=STAGE, DOCPIPE_BUCKET=BUCKET, TIKTOKEN_CACHE_DIR=str(PROJECT / ".local" / "tiktoken"),
     POWERTOOLS_METRICS_DISABLED="true", POWERTOOLS_SERVICE_NAME="docpipe", POWERTOOLS_DEV="false",
+    # As the local stage: a request without an API key acts as the client "local".
+    DOCPIPE_KEYLESS_CLIENT="local",
     # Tests drain the jobs queue often; AWS (and strict moto) allow one purge a minute.
     MOTO_SQS_ENFORCE_STRICT_QUEUE_PURGE_BEHAVIOUR="false",
 )

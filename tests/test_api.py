@@ -100,18 +100,19 @@ def test_raw_text_plain_body_is_accepted(client, services, sqs, drain_queue):
     assert client.http.get(f"/jobs/{job_id}").json_body["task"] == {"type": "summarize"}
 
 
-def test_s3_key_submission_references_the_staged_upload_without_copying(client, services, sqs, drain_queue):
-    key = "uploads/test-api/staged-report.pdf"
+def test_s3_key_submission_references_the_staged_upload_in_the_clients_folder(client, services, sqs, drain_queue):
+    stored_key = "uploads/local/test-api/staged-report.pdf"  # the keyless client "local" names it without its folder
     pdf = make_pdf(["Staged upload referenced by key."])
     bucket = services.settings.bucket
-    aws_client("s3").put_object(Bucket=bucket, Key=key, Body=pdf, ContentType="application/pdf")
+    aws_client("s3").put_object(Bucket=bucket, Key=stored_key, Body=pdf, ContentType="application/pdf")
 
-    response = post_json(client, {"document": {"s3_key": key}, "task": {"type": "summarize"}})
+    response = post_json(client, {"document": {"s3_key": "uploads/test-api/staged-report.pdf"},
+                                  "task": {"type": "summarize"}})
 
     job_id = assert_accepted(response)
     assert queued_job_ids(sqs, drain_queue) == [job_id]
     document = client.http.get(f"/jobs/{job_id}").json_body["document"]
-    assert document["s3_key"] == key
+    assert document["s3_key"] == stored_key
     assert document["bytes"] == len(pdf)
     assert aws_client("s3").list_objects_v2(Bucket=bucket, Prefix=f"inputs/{job_id}").get("KeyCount", 0) == 0
 
@@ -219,11 +220,11 @@ def test_s3_key_of_a_missing_upload_is_404(client, services, sqs, drain_queue):
 def test_s3_key_of_an_upload_over_the_document_limit_is_413(client, services, sqs, drain_queue, monkeypatch):
     configure(monkeypatch, DOCPIPE_MAX_DOCUMENT_BYTES="1024")
     rebuilt = get_services()
-    key = "uploads/test-api/too-big.pdf"
-    aws_client("s3").put_object(Bucket=rebuilt.settings.bucket, Key=key, Body=make_pdf(["Too long. " * 300]))
+    aws_client("s3").put_object(Bucket=rebuilt.settings.bucket, Key="uploads/local/test-api/too-big.pdf",
+                                Body=make_pdf(["Too long. " * 300]))
     before = job_count(rebuilt)
 
-    response = post_json(client, {"document": {"s3_key": key}, "task": GOOD_TASK})
+    response = post_json(client, {"document": {"s3_key": "uploads/test-api/too-big.pdf"}, "task": GOOD_TASK})
 
     assert_error(response, 413, "too_large")
     assert job_count(rebuilt) == before

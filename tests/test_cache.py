@@ -92,7 +92,8 @@ def deliver_batch(client, messages: list[dict], *, receive_count: int = 1) -> di
     return client.lambda_.invoke("process_jobs", event).payload
 
 
-def test_answers_are_stored_in_batches_under_the_documents_scope(client, sqs, drain_queue, small_chunks):
+def test_answers_are_stored_in_batches_under_the_documents_scope_in_the_clients_folder(client, sqs, drain_queue,
+                                                                                       small_chunks):
     from chalicelib import aws
 
     marker = f"Logbook{uuid.uuid4().hex[:8]}"
@@ -104,8 +105,9 @@ def test_answers_are_stored_in_batches_under_the_documents_scope(client, sqs, dr
     objects = {item["Key"]: json.loads(s3.get_object(Bucket=BUCKET, Key=item["Key"])["Body"].read())["entries"]
                for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=CACHE_PREFIX)
                for item in page.get("Contents", [])}
-    scope = next(key.split("/")[2] for key, entries in objects.items() if marker in json.dumps(entries))
-    ours = {key: entries for key, entries in objects.items() if key.split("/")[2] == scope}
+    scope = next(key.split("/")[3] for key, entries in objects.items() if marker in json.dumps(entries))
+    ours = {key: entries for key, entries in objects.items() if key.split("/")[3] == scope}
+    assert {key.split("/")[2] for key in ours} == {"local"}  # the keyless client's folder
     answers = [answer for entries in ours.values() for answer in entries.values()]
     assert len(answers) == result["document"]["chunks"] >= 3  # every chunk's answer under the document's scope
     assert len(ours) < len(answers)  # in batches, not an object per chunk
@@ -151,7 +153,7 @@ def test_stored_batches_are_read_back_together(services):
     from chalicelib import aws
 
     cache = MapCache(aws.client("s3"), services.settings.bucket, prefix="cache/map-test/")
-    scope = map_cache_scope(**{k: v for k, v in IDENTITY.items() if k not in ("pages", "text")},
+    scope = map_cache_scope(owner="alice", **{k: v for k, v in IDENTITY.items() if k not in ("pages", "text")},
                             document=f"a document {uuid.uuid4()}")
 
     assert cache.load(scope) == {}

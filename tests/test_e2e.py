@@ -49,11 +49,35 @@ def wait_for(stack: LocalStack, job_id: str, timeout: float = 90) -> dict:
         time.sleep(0.2)
 
 
+# Two local API keys, as DOCPIPE_API_KEYS configures them for make serve; requests without a key act as "local".
+KEYS = {"alice-e2e-key-4Rt8Wq1Zp": "alice", "bob-e2e-key-6Ym3Jd7Kx2": "bob"}
+
+
 @pytest.fixture(scope="module")
 def stack():
     LOCAL_DIR.mkdir(exist_ok=True)
-    with LocalStack(api_port=free_port(), emulator_port=free_port(), app_log=LOCAL_DIR / "e2e-offline.log") as s:
+    with LocalStack(api_port=free_port(), emulator_port=free_port(), app_log=LOCAL_DIR / "e2e-offline.log",
+                    extra_env={"DOCPIPE_API_KEYS": json.dumps(KEYS)}) as s:
         yield s
+
+
+def test_two_clients_over_http_see_only_their_own_jobs_and_keyless_requests_still_work(stack):
+    alice, bob = list(KEYS)
+    submitted = {}
+    for key in (alice, None):
+        status, job = http("POST", f"{stack.api_url}/jobs", json.dumps({
+            "document": {"text": " ".join(PAGES)}, "task": {"type": "summarize"}}).encode(),
+            {"Content-Type": "application/json", **({"x-api-key": key} if key else {})})
+        assert status == 202, job
+        submitted[key] = job["job_id"]
+
+    for owner, job_id in submitted.items():
+        for reader in (alice, bob, None):
+            status, shown = http("GET", f"{stack.api_url}/jobs/{job_id}", headers={"x-api-key": reader} if reader
+                                 else {})
+            assert status == (200 if reader == owner else 404), (owner, reader, shown)
+    assert http("GET", f"{stack.api_url}/jobs/{submitted[alice]}", headers={"x-api-key": "x" * 30})[0] == 403
+    assert wait_for(stack, submitted[None])["status"] == "SUCCEEDED"
 
 
 def test_text_document_submitted_over_http_is_summarized(stack):
@@ -90,12 +114,12 @@ def test_raw_pdf_body_with_task_in_query_is_summarized(stack):
 def test_upload_to_incoming_starts_a_job_by_itself(stack):
     s3 = boto3.client("s3", endpoint_url=stack.emulator.url, region_name="us-east-1",
                       aws_access_key_id="local", aws_secret_access_key="local")
-    s3.put_object(Bucket="docpipe-local-documents", Key="incoming/field guide.pdf", Body=make_pdf(PAGES),
+    s3.put_object(Bucket="docpipe-local-documents", Key="incoming/local/field guide.pdf", Body=make_pdf(PAGES),
                   ContentType="application/pdf", Metadata={"task": "summarize"})
     deadline = time.monotonic() + 30
     job_id = None
     while job_id is None and time.monotonic() < deadline:
-        tags = s3.get_object_tagging(Bucket="docpipe-local-documents", Key="incoming/field guide.pdf")["TagSet"]
+        tags = s3.get_object_tagging(Bucket="docpipe-local-documents", Key="incoming/local/field guide.pdf")["TagSet"]
         job_id = next((t["Value"] for t in tags if t["Key"] == "docpipe-job-id"), None)
         time.sleep(0.2)
     assert job_id, "the upload never became a job"

@@ -252,7 +252,8 @@ def test_a_pdf_posted_raw_to_the_packaged_api_is_read_by_the_packaged_worker(fun
 
 def test_an_upload_to_incoming_is_tagged_with_its_job_which_succeeds(functions, stage, no_denials):
     s3 = functions.admin_client("s3")
-    key = "incoming/client-a/lighthouse keeping.pdf"
+    # The client's folder is its API key's id: the job is then that client's, as its GET below must find.
+    key = f"incoming/{stage.api_key_id}/lighthouse keeping.pdf"
     s3.put_object(Bucket=stage.bucket, Key=key, Body=SAMPLE_PDF.read_bytes(), ContentType="application/pdf",
                   Metadata={"task": "summarize"})
     head = s3.head_object(Bucket=stage.bucket, Key=key)
@@ -360,7 +361,7 @@ def test_the_check_notices_an_action_missing_from_a_policy(functions, stage, emu
         if isinstance(statement["Action"], list) and "s3:GetObjectTagging" in statement["Action"]:
             statement["Action"].remove("s3:GetObjectTagging")
     iam.put_role_policy(RoleName=role, PolicyName=name, PolicyDocument=json.dumps(reduced))
-    key = "incoming/denied.pdf"
+    key = f"incoming/{stage.api_key_id}/denied.pdf"
     s3 = functions.admin_client("s3")
     s3.put_object(Bucket=stage.bucket, Key=key, Body=SAMPLE_PDF.read_bytes(), ContentType="application/pdf")
     head = s3.head_object(Bucket=stage.bucket, Key=key)

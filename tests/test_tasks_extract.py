@@ -12,8 +12,8 @@ from chalicelib.jsonmerge import merge_answers
 from chalicelib.structured import relaxed_schema
 from chalicelib.tasks import parse_task, task_from_query
 from tests.fake_openai import error_body
-from tests.taskflow import (API_KEY, configure, excerpt, llm, map_requests, run_job, submit,  # noqa: F401
-                            user_text)
+from tests.taskflow import (API_KEY, configure, excerpt, job_count, llm, map_requests,  # noqa: F401
+                            queued_job_ids, run_job, submit, user_text)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -185,11 +185,15 @@ def test_a_rejected_api_key_fails_the_job_at_the_first_call_without_leaking_it(c
     assert extractor.calls == 1 and API_KEY not in json.dumps(job)
 
 
-def test_without_an_llm_endpoint_extract_fails_and_says_why(client, sqs, drain_queue):
-    job, _result = run_job(client, sqs, drain_queue, extract_job(client))
+def test_without_an_llm_endpoint_extract_is_refused_at_submit_and_says_why(client, services, sqs, drain_queue):
+    before = job_count(services)
 
-    assert job["status"] == "FAILED" and job["error"]["code"] == "llm_unavailable"
-    assert "extract task needs an LLM endpoint" in job["error"]["message"]
+    response = client.http.post("/jobs", headers={"content-type": "application/json"}, body=json.dumps(
+        {"document": {"text": TEXT}, "task": {"type": "extract", "schema": SCHEMA}}))
+
+    assert response.status_code == 422 and response.json_body["error"]["code"] == "llm_unavailable"
+    assert "extract task needs an LLM endpoint" in response.json_body["error"]["message"]
+    assert job_count(services) == before and queued_job_ids(sqs, drain_queue) == []
 
 
 # --- validation -----------------------------------------------------------------------------------------------------
@@ -198,8 +202,9 @@ def test_without_an_llm_endpoint_extract_fails_and_says_why(client, sqs, drain_q
     (None, "needs task.schema"),
     ("a string", "must be a JSON Schema object"),
     ({"type": "array", "items": {"type": "string"}}, 'root needs "type": "object"'),
-    ({"type": "object", "properties": {"a": {"type": "strnig"}}}, "not a valid JSON Schema at /properties/a/type"),
-    ({"type": "object", "properties": {"a": {"$ref": "https://example.com/s.json"}}}, "may only reference"),
+    ({"type": "object", "properties": {"a": {"type": "strnig"}}}, "at /properties/a/type"),
+    ({"type": "object", "properties": {"a": {"$ref": "https://example.com/s.json"}}},
+     "at /properties/a/$ref: 'https://example.com/s.json' does not resolve inside the schema"),
     ({"type": "object", "description": "x" * 30_000}, "at most 20000 bytes"),
 ])
 def test_a_bad_schema_is_a_client_error_with_its_own_code(schema, fragment):

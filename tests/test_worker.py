@@ -78,7 +78,7 @@ def _expected_pages(entry: dict) -> int:
 
 
 def _start_from_upload(client, name: str, data: bytes) -> str:
-    key = f"incoming/{uuid.uuid4().hex}/{name}"
+    key = f"incoming/local/{uuid.uuid4().hex}/{name}"  # the keyless client's folder, so GET /jobs shows it
     aws_client("s3").put_object(Bucket=BUCKET, Key=key, Body=data)
     client.lambda_.invoke("start_job_from_upload", client.events.generate_s3_event(bucket=BUCKET, key=key))
     tags = aws_client("s3").get_object_tagging(Bucket=BUCKET, Key=key)["TagSet"]
