@@ -32,7 +32,7 @@ $(DEPLOY_VENV)/.installed: requirements.txt requirements-deploy.txt .chalice/pyt
 	$(DEPLOY_PY) -m pip install --quiet -r requirements-deploy.txt
 	touch $@
 
-$(LAMBDA_RUNTIME_DIR)/.installed: $(DEPLOY_VENV)/.installed
+$(LAMBDA_RUNTIME_DIR)/.installed: requirements-deploy.txt | $(DEPLOY_VENV)/.installed
 	rm -rf $(LAMBDA_RUNTIME_DIR)
 	$(DEPLOY_PY) -m pip install --quiet --target $(LAMBDA_RUNTIME_DIR) boto3==$(BOTO3_PIN)
 	touch $@
@@ -40,7 +40,7 @@ $(LAMBDA_RUNTIME_DIR)/.installed: $(DEPLOY_VENV)/.installed
 demo: $(VENV)/.installed
 	$(PY) -m devstack demo
 
-test: $(VENV)/.installed $(LAMBDA_RUNTIME_DIR)/.installed
+test: $(VENV)/.installed $(DEPLOY_VENV)/.installed $(LAMBDA_RUNTIME_DIR)/.installed
 	$(PY) -m pytest
 
 serve: $(VENV)/.installed
@@ -58,10 +58,10 @@ soak: $(VENV)/.installed
 
 # The function zip, the dependencies' layer zip and the template Chalice generates, into build/<stage>/, checked;
 # no AWS credentials needed. `make deploy` builds and checks the same artefacts the same way, then uploads them.
-package: $(LAMBDA_RUNTIME_DIR)/.installed
+package: $(DEPLOY_VENV)/.installed $(LAMBDA_RUNTIME_DIR)/.installed
 	$(DEPLOY_PY) -m scripts.package --stage $(STAGE)
 
-deploy: $(LAMBDA_RUNTIME_DIR)/.installed
+deploy: $(DEPLOY_VENV)/.installed $(LAMBDA_RUNTIME_DIR)/.installed
 	$(DEPLOY_PY) -m scripts.deploy --stage $(STAGE)
 
 # Set or rotate the stage's LLM key in AWS Secrets Manager: read from OPENAI_API_KEY or asked for, never written.
