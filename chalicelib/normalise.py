@@ -19,8 +19,10 @@ _LIGATURES = str.maketrans({"\ufb00": "ff", "\ufb01": "fi", "\ufb02": "fl", "\uf
 _LINE_BREAKS = str.maketrans({"\r": "\n", "\x0b": "\n", "\x0c": "\n", "\u2028": "\n", "\u2029": "\n\n"})
 _SOFT_HYPHEN_AT_EOL = re.compile("\u00ad[ \t]*\n[ \t]*")
 _CONTROL = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x9f\u00ad\ufeff]")
-_SPACES = re.compile(r"[ \t\u00a0\u2000-\u200a\u202f\u205f\u3000]+")
-_SPACE_AROUND_NEWLINE = re.compile(r" ?\n ?")
+# Only runs that change are matched: a plain single space or line break is left where it is, which is most of them.
+_SPACES = re.compile(r" *[\t\u00a0\u2000-\u200a\u202f\u205f\u3000][ \t\u00a0\u2000-\u200a\u202f\u205f\u3000]*| {2,}")
+_SPACE_AROUND_NEWLINE = re.compile(r" \n ?|\n ")
+_TRANSLATED = re.compile("[\r\x0b\x0c\u2028\u2029\ufb00-\ufb06]")
 _MANY_NEWLINES = re.compile(r"\n{3,}")
 _HYPHENATED = re.compile(r"([^\W\d_]+)-\n([^\W\d_]+)")
 _WORD = re.compile(r"[^\W\d_]+")
@@ -28,8 +30,10 @@ _WORD = re.compile(r"[^\W\d_]+")
 
 def normalise(text: str) -> str:
     """One page's text with the layout noise removed and the meaning kept."""
-    text = text.replace("\r\n", "\n").translate(_LINE_BREAKS).translate(_LIGATURES)
-    text = _SOFT_HYPHEN_AT_EOL.sub("", text)
+    if _TRANSLATED.search(text):
+        text = text.replace("\r\n", "\n").translate(_LINE_BREAKS).translate(_LIGATURES)
+    if "\u00ad" in text:
+        text = _SOFT_HYPHEN_AT_EOL.sub("", text)
     text = _CONTROL.sub("", text)
     text = _SPACES.sub(" ", text)
     text = _SPACE_AROUND_NEWLINE.sub("\n", text)

@@ -84,7 +84,8 @@ def test_a_text_document_with_a_garbled_page_keeps_the_others_and_says_which():
 
     assert document.text == "A plain first page of text.\n\n\n\nA plain third page."
     assert document.page_count == 3
-    assert document.warnings == ["page 2 looks garbled and was skipped"]
+    assert document.warnings == ["page 2 holds mojibake, not text (control codes and broken characters) and was "
+                                 "skipped"]
 
 
 def test_a_text_document_that_is_all_garbled_fails_as_no_text():
@@ -92,7 +93,7 @@ def test_a_text_document_that_is_all_garbled_fails_as_no_text():
         extract_document(GARBAGE["cp1251-read-as-latin-1"].encode(), max_pages=10)
 
     assert info.value.code == "no_text"
-    assert "unreadable" in info.value.message
+    assert "mojibake" in info.value.message
 
 
 # --- normalisation ------------------------------------------------------------------------------------------------
