@@ -61,6 +61,7 @@ class PageSet:
     kind: str
     limits: ReadingLimits
     ocr_pages: dict[int, str] = field(default_factory=dict)
+    ocr_tried: bool = False
 
     def needs_ocr(self) -> list[int]:
         """The 1-based pages OCR could give text to: left out for what they show (an image, glyphs), not for
@@ -70,7 +71,7 @@ class PageSet:
 
     def with_ocr(self, texts: Mapping[int, str]) -> PageSet:
         """The pages with OCR's text (1-based page -> text) in place of those left out, judged like any text."""
-        pages = PageSet(list(self.texts), list(self.reasons), self.kind, self.limits, dict(self.ocr_pages))
+        pages = PageSet(list(self.texts), list(self.reasons), self.kind, self.limits, dict(self.ocr_pages), True)
         for number, raw in texts.items():
             verdict = assess_page(raw)
             text = normalise(raw) if verdict is None else ""
@@ -78,6 +79,14 @@ class PageSet:
                 pages.texts[number - 1], pages.reasons[number - 1] = text, None
                 pages.ocr_pages[number] = text
         return pages
+
+    def warnings(self) -> list[str]:
+        """One warning per reason pages were left out, naming the pages; and which pages OCR read."""
+        warnings = [_warning(reason, numbers, self.limits) for reason, numbers in self._left_out().items()]
+        if self.ocr_pages:
+            warnings.append(f"{describe_pages(sorted(self.ocr_pages))} "
+                            f"{'was' if len(self.ocr_pages) == 1 else 'were'} read by OCR")
+        return warnings
 
     def document(self) -> Document:
         """The Document with the usable pages, or the JobFailure that says why there are none."""
@@ -88,17 +97,17 @@ class PageSet:
             starts.append(offset)
             offset += len(page) + 2
         text = "\n\n".join(texts)
+        warnings = self.warnings()
+        if not text.strip():
+            raise _nothing_readable(self.kind, self._left_out(), warnings, self.ocr_tried)
+        return Document(text=text, page_starts=starts, kind=self.kind, warnings=warnings)
+
+    def _left_out(self) -> dict[Reason, list[int]]:
         left_out: dict[Reason, list[int]] = defaultdict(list)
         for number, reason in enumerate(self.reasons, start=1):
             if reason is not None:
                 left_out[reason].append(number)
-        warnings = [_warning(reason, numbers, self.limits) for reason, numbers in left_out.items()]
-        if self.ocr_pages:
-            warnings.append(f"{_pages(sorted(self.ocr_pages))} {'was' if len(self.ocr_pages) == 1 else 'were'} "
-                            "read by OCR")
-        if not text.strip():
-            raise _nothing_readable(self.kind, left_out, warnings)
-        return Document(text=text, page_starts=starts, kind=self.kind, warnings=warnings)
+        return left_out
 
 
 def sniff(data: bytes) -> str:
@@ -169,7 +178,7 @@ def _judge(pages: PageSet, raw: PageText | SkippedPage) -> None:
 
 def _warning(reason: Reason, numbers: list[int], limits: ReadingLimits) -> str:
     one = len(numbers) == 1
-    pages = _pages(numbers)
+    pages = describe_pages(numbers)
     skipped = "was skipped" if one else "were skipped"
     if reason == _BLANK:
         return f"{pages} {'has' if one else 'have'} no text layer"
@@ -189,7 +198,8 @@ def _warning(reason: Reason, numbers: list[int], limits: ReadingLimits) -> str:
     return f"{pages} could not be read and {skipped}"
 
 
-def _nothing_readable(kind: str, left_out: Mapping[Reason, list[int]], warnings: list[str]) -> JobFailure:
+def _nothing_readable(kind: str, left_out: Mapping[Reason, list[int]], warnings: list[str],
+                      ocr_tried: bool = False) -> JobFailure:
     """The failure that says best why no text is left; a reason that stopped pages being read outranks the rest."""
     details = "; ".join(warnings)
     findings = {reason.finding for reason in left_out if isinstance(reason, Verdict)}
@@ -202,6 +212,8 @@ def _nothing_readable(kind: str, left_out: Mapping[Reason, list[int]], warnings:
                                      "placeholder and the content is form data docpipe cannot read")
     what = "the PDF" if kind == "pdf" else "the document"
     needs_ocr = "; it needs OCR (DOCPIPE_OCR=textract) before docpipe can read it" if kind == "pdf" else ""
+    if ocr_tried:
+        needs_ocr = "; OCR found no text on those pages either"
     if findings:
         found = " and ".join(_FOUND[f] for f in (Finding.MOJIBAKE, Finding.WRONG_SCRIPT, Finding.IMAGE_WITHOUT_TEXT)
                              if f in findings)
@@ -218,7 +230,8 @@ _FOUND = {Finding.MOJIBAKE: "mojibake (glyph codes or broken characters where th
           Finding.IMAGE_WITHOUT_TEXT: "images without text (a scan without OCR)"}
 
 
-def _pages(numbers: list[int]) -> str:
+def describe_pages(numbers: list[int]) -> str:
+    """[1, 2, 3, 7] -> 'pages 1–3, 7'."""
     return f"{'page' if len(numbers) == 1 else 'pages'} {_ranges(numbers)}"
 
 

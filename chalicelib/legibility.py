@@ -122,7 +122,7 @@ def assess_page(text: str, *, area: float | None = None, image_cover: float | No
     if image_cover is not None and image_cover >= IMAGE_COVER:
         allowed = IMAGE_CHARACTERS_PER_A4 * (area or A4_AREA) / A4_AREA
         if visible < allowed:
-            return Verdict(Finding.IMAGE_WITHOUT_TEXT, f"{visible} characters" if visible else "no text")
+            return Verdict(Finding.IMAGE_WITHOUT_TEXT, "only a stray label" if visible else "no text")
     if is_xfa_placeholder(text):
         return Verdict(Finding.XFA, "the placeholder of an XFA form")
     return _judge(score_text(text))
