@@ -53,7 +53,10 @@ _CYRILLIC = re.compile("[\u0400-\u04ff]")
 _BEYOND_LATIN = re.compile("[^\x00-\u02af\u1e00-\u1eff\u2000-\u2bff\ufb00-\ufb06]")
 _EDGE_PUNCTUATION = "\"'“”‘’«»„‚()[]{}<>.,;:!?¿¡…-–—/\\|*•·©®°%#@&+=~^_`$€£¥§¶"
 _SAMPLE_CHARACTERS = 3000
-_SAMPLE_WORDS = 300
+# Enough for about 250 words of prose: shares of words settle long before that.
+_SAMPLE_WORD_CHARACTERS = 1500
+# A Latin-script word judged against the common words: three letters or more (see ``_common_words``).
+_LATIN_WORD = re.compile("(?<!\\w)[a-z\u00df-\u00f6\u00f8-\u024f\u1e00-\u1eff]{3,}(?!\\w)")
 # The page Adobe puts in front of a dynamic XFA form, whose real content is not in the PDF's pages.
 _XFA_PLACEHOLDER = "If this message is not eventually replaced by the proper contents of the document"
 
@@ -98,6 +101,7 @@ class TextScores:
     visible: int = 0
     letters: int = 0
     unreadable: float = 0.0
+    spaces_lost: bool = False
     accented: float = 0.0
     script_switches: float = 0.0
     foreign_script: float = 0.0
@@ -135,19 +139,19 @@ def looks_garbled(text: str) -> bool:
 
 def is_xfa_placeholder(text: str) -> bool:
     """True for the "Please wait..." page of a dynamic XFA form: the text is Adobe's, not the document's."""
-    return "replaced by the proper" in text and _XFA_PLACEHOLDER in " ".join(text.split())
+    return "eventually" in text and _XFA_PLACEHOLDER in " ".join(text.split())
 
 
 def _judge(s: TextScores) -> Verdict | None:
     if s.visible < 10:
         return None
-    if s.unreadable > UNREADABLE_SHARE or s.unreadable < 0:
+    if s.unreadable > UNREADABLE_SHARE or s.spaces_lost:
         return Verdict(Finding.MOJIBAKE, "control codes and broken characters")
     if s.accented > ACCENTED_SHARE:
         return Verdict(Finding.MOJIBAKE, "glyph codes read as accented letters")
     if s.words >= 10 and s.mixed_words > MIXED_WORD_SHARE:
         return Verdict(Finding.WRONG_SCRIPT, "words mixing Latin and Cyrillic look-alike letters")
-    if s.letters >= 20 and (s.script_switches > SCRIPT_SWITCH_SHARE or s.foreign_script > FOREIGN_SCRIPT_SHARE):
+    if s.script_switches > SCRIPT_SWITCH_SHARE or s.foreign_script > FOREIGN_SCRIPT_SHARE:
         return Verdict(Finding.MOJIBAKE, "letters of unrelated scripts side by side")
     if s.ideographs >= 30 and s.common_ideographs < COMMON_IDEOGRAPH_SHARE:
         return Verdict(Finding.MOJIBAKE, "rare ideographs instead of the common ones")
@@ -168,12 +172,12 @@ def score_text(text: str) -> TextScores:
     spaces = text.count(" ") + text.count("\u00a0") + text.count("\u3000")
     s.unreadable = unreadable / s.visible
     if s.unreadable > UNREADABLE_SHARE_WITHOUT_SPACES and unreadable > spaces:
-        s.unreadable = -1.0  # the font's space became a control code: judged unreadable whatever the share
+        s.spaces_lost = True  # the font's space became a control code: unreadable whatever the share
         return s
     accented = len(_ACCENTED_LATIN.findall(text))
-    s.letters = len(_NOT_LETTERS.sub("", text))
-    if accented > 8 and s.letters >= 20:  # needs more than 40 % of at least 20 letters
-        s.accented = accented / s.letters
+    if accented > 8:  # needs more than 40 % of at least 20 letters
+        s.letters = len(_NOT_LETTERS.sub("", text))
+        s.accented = accented / s.letters if s.letters >= 20 else 0.0
     sample = text[:_SAMPLE_CHARACTERS]
     if _BEYOND_LATIN.search(sample):
         _score_scripts(sample, s)
@@ -214,7 +218,7 @@ _EVERYWHERE = {"Latin", "Greek"}
 
 
 @functools.lru_cache(maxsize=4096)
-def script_of(character: str) -> str:
+def _script_of(character: str) -> str:
     code = ord(character)
     index = bisect_right(_STARTS, code) - 1
     if index >= 0 and code <= _SCRIPTS[index][1]:
@@ -231,7 +235,7 @@ def _score_scripts(sample: str, s: TextScores) -> None:
         if not character.isalpha():
             previous = None
             continue
-        script = script_of(character)
+        script = _script_of(character)
         counts[script] = counts.get(script, 0) + 1
         # Latin and Greek sit beside every script (an English name, a formula letter): only the others count.
         if script in _EVERYWHERE:
@@ -246,7 +250,8 @@ def _score_scripts(sample: str, s: TextScores) -> None:
             ideographs += 1
             common += character in common_set
     letters = sum(counts.values())
-    if not letters:
+    s.letters = letters
+    if letters < 20:
         return
     s.main_script = max(counts, key=counts.__getitem__)
     s.script_switches = switches / pairs if pairs >= 20 else 0.0
@@ -303,7 +308,7 @@ def _common_words() -> dict[str, frozenset[str]]:
             word = word.lower()
             if not _spelt(word):
                 continue
-            script = script_of(word[0])
+            script = _script_of(word[0])
             if script == "Latin" and len(word) < 3:
                 continue
             pooled.setdefault(script, set()).add(word)
@@ -316,49 +321,44 @@ def _spelt(word: str) -> bool:
 
 
 def _score_words(sample: str, s: TextScores) -> None:
-    words: list[str] = []
-    mixed = 0
-    for token in sample.split()[:_SAMPLE_WORDS]:
-        word = token.strip(_EDGE_PUNCTUATION)
-        if not word or not any(c.isalpha() for c in word):
-            continue
-        words.append(word)
+    """Word signals on the sample's first words: common words first (regular expressions and set lookups, cheap),
+    the per-word shape and look-alike tests only when the page has few common words."""
+    sample = sample[:_SAMPLE_WORD_CHARACTERS]
+    words = _WORD.findall(sample)
     s.words = len(words)
     if not words:
         return
     if _CYRILLIC.search(sample) and _LATIN.search(sample):
-        mixed = sum(1 for word in words if _LATIN.search(word) and _CYRILLIC.search(word))
-        s.mixed_words = mixed / len(words)
+        tokens = sample.split()
+        if len(tokens) >= 10:  # a page without spaces is judged by its scripts, not its words
+            s.mixed_words = sum(1 for t in tokens if _LATIN.search(t) and _CYRILLIC.search(t)) / len(tokens)
     pool = _common_words()
     script = s.main_script
     known = pool.get(script)
     if known is None:
         return
-    own = [w.lower() for w in words if _in_script(w, script)]
+    lowered = sample.lower()
+    if script == "Latin":
+        own = _LATIN_WORD.findall(lowered)
+    else:
+        stripped = (t.strip(_EDGE_PUNCTUATION) for t in lowered.split())
+        own = [w for w in stripped if w and _script_of(w[0]) == script and _spelt(w)]
     s.own_words = len(own)
     if len(own) < 10:
         return
     s.common_words = sum(1 for w in own if w in known) / len(own)
     if s.common_words >= 0.3:
         return  # plainly language: the costlier signals are not needed
-    s.misshapen_words = sum(1 for w in words if _MISSHAPEN.search(w)) / len(words)
+    tokens = [t.strip(_EDGE_PUNCTUATION) for t in sample.split()]
+    tokens = [t for t in tokens if t and not t.isdigit()]
+    s.misshapen_words = sum(1 for t in tokens if _MISSHAPEN.search(t)) / max(len(tokens), 1)
     if script in _LOOK_ALIKES and len(own) >= 15:
         other, pattern, swap = _LOOK_ALIKES[script]
         # One-letter words are left out: "a", "o", "e" are words in Latin and Cyrillic scripts alike.
-        swapped = [pattern.sub(lambda m: swap.get(m.group(0), m.group(0)), w).lower() for w in words if len(w) > 1]
+        swapped = [pattern.sub(lambda m: swap.get(m.group(0), m.group(0)), t).lower() for t in tokens if len(t) > 1]
         share = sum(1 for w in swapped if w in pool[other]) / max(len(swapped), 1)
         if (share >= LOOK_ALIKE_OTHER_SHARE and share >= LOOK_ALIKE_RATIO * s.common_words + 0.05
                 and s.misshapen_words >= LOOK_ALIKE_MISSHAPEN_SHARE):
             s.look_alike = (other, share)
 
 
-def _in_script(word: str, script: str) -> bool:
-    """The word is written in ``script`` (judged by its first letter), and long enough to be judged.
-
-    Latin words need three letters: two-letter words of one Latin-script language or another are what any string
-    of letters pairs into.
-    """
-    first = next((c for c in word if c.isalpha()), "")
-    if script == "Latin":
-        return len(word) >= 3 and (first.isascii() or script_of(first) == "Latin")
-    return bool(first) and script_of(first) == script

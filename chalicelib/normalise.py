@@ -19,9 +19,9 @@ _LIGATURES = str.maketrans({"\ufb00": "ff", "\ufb01": "fi", "\ufb02": "fl", "\uf
 _LINE_BREAKS = str.maketrans({"\r": "\n", "\x0b": "\n", "\x0c": "\n", "\u2028": "\n", "\u2029": "\n\n"})
 _SOFT_HYPHEN_AT_EOL = re.compile("\u00ad[ \t]*\n[ \t]*")
 _CONTROL = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x9f\u00ad\ufeff]")
-# Only runs that change are matched: a plain single space or line break is left where it is, which is most of them.
-_SPACES = re.compile(r" *[\t\u00a0\u2000-\u200a\u202f\u205f\u3000][ \t\u00a0\u2000-\u200a\u202f\u205f\u3000]*| {2,}")
-_SPACE_AROUND_NEWLINE = re.compile(r" \n ?|\n ")
+_SPACES = re.compile(r"[ \t\u00a0\u2000-\u200a\u202f\u205f\u3000]+")
+_WIDE_SPACE = re.compile(r"[\t\u00a0\u2000-\u200a\u202f\u205f\u3000]")
+_SPACE_AROUND_NEWLINE = re.compile(r" ?\n ?")
 _TRANSLATED = re.compile("[\r\x0b\x0c\u2028\u2029\ufb00-\ufb06]")
 _MANY_NEWLINES = re.compile(r"\n{3,}")
 _HYPHENATED = re.compile(r"([^\W\d_]+)-\n([^\W\d_]+)")
@@ -35,9 +35,14 @@ def normalise(text: str) -> str:
     if "\u00ad" in text:
         text = _SOFT_HYPHEN_AT_EOL.sub("", text)
     text = _CONTROL.sub("", text)
-    text = _SPACES.sub(" ", text)
-    text = _SPACE_AROUND_NEWLINE.sub("\n", text)
-    return _MANY_NEWLINES.sub("\n\n", text).strip()
+    # Each pass runs only when its pattern occurs: most pages have single plain spaces and line breaks only.
+    if "  " in text or _WIDE_SPACE.search(text):
+        text = _SPACES.sub(" ", text)
+    if " \n" in text or "\n " in text:
+        text = _SPACE_AROUND_NEWLINE.sub("\n", text)
+    if "\n\n\n" in text:
+        text = _MANY_NEWLINES.sub("\n\n", text)
+    return text.strip()
 
 
 def join_hyphenated(pages: list[str]) -> list[str]:

@@ -172,7 +172,7 @@ def _collect(reader: _Reader, progress: _Progress, limits: ReadingLimits, deadli
             _skip(progress, SkippedPage.UNREADABLE, emit)
         elif kind == "pdf":
             emit(value)
-            progress.count = progress.done = 1
+            progress.count = progress.done = 1  # a subset is one answer: the request is complete
         else:
             # Out of memory, or ended without a word; SIGKILL from anyone but us is the kernel's OOM killer.
             too_big = kind == "memory" or value == -signal.SIGKILL
@@ -337,6 +337,10 @@ def _image_cover(page: Any, reader: Any, area: float) -> float:
     matrix in force for each; an image reference that no longer resolves (a damaged file) counts as an image."""
     contents = page.get_contents()
     if contents is None:
+        return 0.0
+    data = contents.get_data()
+    # Parsing the page again costs what reading it did: only a page that draws an object or an inline image is.
+    if b"Do" not in data and b"BI" not in data:
         return 0.0
     drawn = _images_drawn(contents.operations, page.get("/Resources"), (1.0, 0.0, 0.0, 1.0, 0.0, 0.0), reader, 0)
     return min(1.0, drawn / area)

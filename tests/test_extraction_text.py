@@ -17,6 +17,7 @@ from chalicelib.errors import JobFailure
 from chalicelib.extract import extract_document
 from chalicelib.legibility import is_xfa_placeholder, looks_garbled
 from chalicelib.normalise import join_hyphenated, normalise
+from tests.languages import GOOD, LOOK_ALIKE_OCR, glyph_numbers
 
 LANGUAGE = {
     "german": "Übungsaufgaben zur Geometrie und Topologie: zusammenhängende Räume, Homöomorphismen und "
@@ -54,10 +55,13 @@ GARBAGE = {
     "cyrillic-look-alikes": " ".join(w.translate(str.maketrans("aeopcx", "аеорсх")) for w in
                                      "the quick brown fox jumps over the lazy dog and keeps on running".split()),
     "replacement-characters": "Th\ufffd\ufffd \ufffd\ufffdck br\ufffd\ufffdn f\ufffdx j\ufffd\ufffdps \ufffd\ufffder",
+    "cyrillic-ocr-read-as-latin": GOOD["russian"].translate(LOOK_ALIKE_OCR),
+    "cjk-glyph-numbers-as-code-points": "".join(map(chr, glyph_numbers(GOOD["japanese"], subset=False))),
+    "cjk-shifted-into-rare-ideographs": "".join(chr(ord(c) + 0x3A7) for c in GOOD["chinese-simplified"]),
 }
 
 
-@pytest.mark.parametrize("text", LANGUAGE.values(), ids=LANGUAGE.keys())
+@pytest.mark.parametrize("text", [*LANGUAGE.values(), *GOOD.values()], ids=[*LANGUAGE, *(f"page-{k}" for k in GOOD)])
 def test_language_is_not_garbled(text):
     assert not looks_garbled(text)
 
