@@ -255,6 +255,11 @@ class _Reader:
 
 
 def _serve(connection: Any, parent_end: Any, memory_mb: int) -> None:
+    import gc
+
+    # The worker's objects are the worker's: the reader's collections skip them instead of walking (and so copying)
+    # the whole inherited heap.
+    gc.freeze()
     parent_end.close()
     inherited = _limit_memory(memory_mb)
     _volunteer_for_the_oom_killer()
