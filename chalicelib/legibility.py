@@ -10,15 +10,15 @@ scan without OCR has only a stray label or page number as text. ``assess_page`` 
   characters, or more than 5 % when they outnumber the spaces (the font's space glyph became a control code);
 - accented Latin (U+00C0–U+024F): more than 40 % of at least 20 letters — glyph numbers 192–591 read as code
   points, or a legacy code page read as Latin-1 ("Ïðèâåò");
-- scripts that do not belong together: letters that switch script inside a word in more than 35 % of adjacent
-  pairs, or more than 25 % of the letters outside the page's main script, Latin and Greek;
+- scripts that do not belong together (Latin and Greek aside): letters that switch script inside a word in more
+  than 35 % of adjacent pairs, or more than 25 % of the letters outside the page's main script, Latin and Greek;
 - rare ideographs: fewer than 60 % of at least 30 Han characters (or Hangul syllables) among the common ones —
   GB 2312 level 1, JIS X 0208 level 1 and Big5's frequent characters, KS X 1001's Hangul, taken from Python's
   own codecs; real Chinese, Japanese and Korean text scores above 95 %;
-- look-alike words: more than 20 % of at least 10 words mixing Latin and Cyrillic letters; or a page whose words
-  (at least 15) are almost never (< 10 %) the common words of any language of their script but are at least
-  15 % common words of another script once look-alike letters are swapped back (Cyrillic read as Latin, Latin read
-  as Cyrillic);
+- look-alike words: more than 20 % of at least 10 words mixing Latin and Cyrillic letters; or a page of at least
+  15 words, at least 15 % of them misshapen (below), that become common words of the other script once look-alike
+  letters are swapped back — at least 15 % of them, and more than twice the page's own share plus 5 points
+  (Cyrillic read as Latin: "cBo6ogHbIMu", "Ha" for "на"; Latin read as Cyrillic);
 - non-words: at least 30 words, fewer than 5 % of them common words of a language of their script, and more than
   30 % shaped like no word is (a digit between letters, a capital after a small letter: "paBHbIMu");
 - an image without text: images cover at least half of the page and it holds fewer than 40 visible characters for
