@@ -201,7 +201,6 @@ def _read_by_ocr(run: JobRun, pages: PageSet, data: bytes) -> PageSet:
         seconds = max(1.0, min(seconds, run.deadline - FINISH_SECONDS - time.monotonic()))
     result = run.services.ocr.read(run.job.document["s3_key"], wanted, subset=subset,
                                    document_pages=len(pages.texts), seconds=seconds)
-
     run.usage.ocr = {"provider": "textract", "pages": result.pages_billed, "cost_usd": result.cost_usd}
     run.timings["ocr_seconds"] = result.seconds
     if result.problem:
