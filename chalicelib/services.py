@@ -56,6 +56,7 @@ class Services:
     extras: dict[str, Any] = field(default_factory=dict)
     map_cache: Any = None
     throttles: dict[str, Any] = field(default_factory=dict)
+    ocr: Any = None
 
     def chat(self, model: str) -> Any:
         """A chat model for ``model`` on the configured endpoint."""
@@ -95,4 +96,15 @@ def get_services() -> Services:
         queue=JobQueue(aws.client("sqs"), settings.jobs_queue),
         prices=price_table(os.environ),
         map_cache=MapCache(aws.client("s3"), settings.bucket) if settings.map_cache else None,
+        ocr=_ocr(settings),
     )
+
+
+def _ocr(settings: Settings) -> Any:
+    """The OCR service for pages without usable text, when one is configured (DOCPIPE_OCR)."""
+    if settings.ocr != "textract":
+        return None
+    from chalicelib.ocr import TextractOCR
+
+    return TextractOCR(aws.client("textract"), aws.client("s3"), settings.bucket,
+                       usd_per_page=settings.ocr_usd_per_page)
