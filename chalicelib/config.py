@@ -65,6 +65,10 @@ class Settings:
     # (API key, client id) pairs docpipe checks itself where no API Gateway does; see ``clients``.
     api_keys: tuple[tuple[str, str], ...] = ()
     keyless_client: str | None = None
+    ocr: str | None = None
+    ocr_max_pages: int = 100
+    ocr_timeout_seconds: float = 300.0
+    ocr_usd_per_page: float = 0.0015
     llm_secret_name: str | None = None
     llm_secret_max_age_seconds: int = 300
 
@@ -149,6 +153,15 @@ def _api_keys(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
     return tuple(table.items())
 
 
+def _ocr(env: Mapping[str, str]) -> str | None:
+    raw = env.get("DOCPIPE_OCR", "").strip().lower()
+    if raw in ("", "off"):
+        return None
+    if raw != "textract":
+        raise ConfigError(f"DOCPIPE_OCR must be off or textract, got {raw!r}")
+    return raw
+
+
 def load_settings(env: Mapping[str, str] = os.environ) -> Settings:
     stage = env.get("DOCPIPE_STAGE", "dev")
     chunk_tokens = _int(env, "DOCPIPE_CHUNK_TOKENS", 1000, minimum=50)
@@ -191,6 +204,11 @@ def load_settings(env: Mapping[str, str] = os.environ) -> Settings:
         api_keys=_api_keys(env),
         keyless_client=_client_id(env, "DOCPIPE_KEYLESS_CLIENT"),
         reading_limits=_reading_limits(env),
+        ocr=_ocr(env),
+        ocr_max_pages=_int(env, "DOCPIPE_OCR_MAX_PAGES", 100, minimum=1),
+        ocr_timeout_seconds=positive_number(env, "DOCPIPE_OCR_TIMEOUT_SECONDS", 300.0),
+        # Textract DetectDocumentText, us-east-1: USD 1.50 per 1,000 pages for the first million pages a month.
+        ocr_usd_per_page=positive_number(env, "DOCPIPE_OCR_USD_PER_PAGE", 0.0015),
         llm_secret_name=env.get("DOCPIPE_LLM_SECRET", "").strip() or None,
         llm_secret_max_age_seconds=_int(env, "DOCPIPE_LLM_SECRET_MAX_AGE_SECONDS", 300, minimum=1),
     )

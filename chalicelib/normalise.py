@@ -20,7 +20,9 @@ _LINE_BREAKS = str.maketrans({"\r": "\n", "\x0b": "\n", "\x0c": "\n", "\u2028": 
 _SOFT_HYPHEN_AT_EOL = re.compile("\u00ad[ \t]*\n[ \t]*")
 _CONTROL = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x9f\u00ad\ufeff]")
 _SPACES = re.compile(r"[ \t\u00a0\u2000-\u200a\u202f\u205f\u3000]+")
+_WIDE_SPACE = re.compile(r"[\t\u00a0\u2000-\u200a\u202f\u205f\u3000]")
 _SPACE_AROUND_NEWLINE = re.compile(r" ?\n ?")
+_TRANSLATED = re.compile("[\r\x0b\x0c\u2028\u2029\ufb00-\ufb06]")
 _MANY_NEWLINES = re.compile(r"\n{3,}")
 _HYPHENATED = re.compile(r"([^\W\d_]+)-\n([^\W\d_]+)")
 _WORD = re.compile(r"[^\W\d_]+")
@@ -28,12 +30,19 @@ _WORD = re.compile(r"[^\W\d_]+")
 
 def normalise(text: str) -> str:
     """One page's text with the layout noise removed and the meaning kept."""
-    text = text.replace("\r\n", "\n").translate(_LINE_BREAKS).translate(_LIGATURES)
-    text = _SOFT_HYPHEN_AT_EOL.sub("", text)
+    if _TRANSLATED.search(text):
+        text = text.replace("\r\n", "\n").translate(_LINE_BREAKS).translate(_LIGATURES)
+    if "\u00ad" in text:
+        text = _SOFT_HYPHEN_AT_EOL.sub("", text)
     text = _CONTROL.sub("", text)
-    text = _SPACES.sub(" ", text)
-    text = _SPACE_AROUND_NEWLINE.sub("\n", text)
-    return _MANY_NEWLINES.sub("\n\n", text).strip()
+    # Each pass runs only when its pattern occurs: most pages have single plain spaces and line breaks only.
+    if "  " in text or _WIDE_SPACE.search(text):
+        text = _SPACES.sub(" ", text)
+    if " \n" in text or "\n " in text:
+        text = _SPACE_AROUND_NEWLINE.sub("\n", text)
+    if "\n\n\n" in text:
+        text = _MANY_NEWLINES.sub("\n\n", text)
+    return text.strip()
 
 
 def join_hyphenated(pages: list[str]) -> list[str]:

@@ -1,17 +1,18 @@
 """Read the text of a PDF's pages in a child process, so that a runaway page costs that page and not the Lambda.
 
 pypdf is pure Python: a hostile page can hold the CPU for minutes or allocate gigabytes, and no thread can
-interrupt it. The pages are therefore read in a forked child that streams each page's text back over a pipe. The
-parent waits at most ``page_seconds`` for each page and kills the child when it overruns. Memory is bounded twice:
-the child may map at most ``memory_mb`` of address space beyond what it inherited, so a page that blows up raises
-MemoryError there; and since heap it inherited free can still be filled without mapping more, the child also asks
-the kernel to make it, not the worker, the one killed if the Lambda's memory runs out. Either way the page is
-skipped and a new child resumes at the next one.
+interrupt it. The pages are therefore read in a forked reader process that streams each page's text back over a
+pipe. The parent waits at most ``page_seconds`` for each page and kills the reader when it overruns. Memory is
+bounded twice: the reader may map at most ``memory_mb`` of address space beyond what it inherited, so a page that
+blows up raises MemoryError there; and since heap it inherited free can still be filled without mapping more, the
+reader also asks the kernel to make it, not the worker, the one killed if the Lambda's memory runs out. Either way
+the page is skipped and a new reader resumes at the next one.
+
+The reader outlives the document: forking a warm worker costs about 12 ms, more than pypdf needs for a short
+document, so one idle reader is kept and the next document's bytes are sent to it through the pipe. A reader that
+was killed, ran out of memory or grew by half its memory budget is not kept, and the next document forks a fresh one.
 
 ``multiprocessing.Process`` and ``Pipe`` only: Lambda has no /dev/shm, so ``Queue`` and ``Pool`` do not work there.
-The child costs 12–25 ms per document in a warm worker (``make bench``: pypdf alone reads a one-page PDF in 3 ms,
-docpipe in 14–24 ms). It is paid for every PDF, because size says nothing about safety: a 58 kB file can hold a
-page that pypdf needs 80 s and 740 MB to read.
 """
 
 from __future__ import annotations
@@ -22,13 +23,18 @@ import io
 import logging
 import os
 import signal
+import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Sequence
 
 from chalicelib.errors import JobFailure
 
 _MB = 1024 * 1024
+# A4 in square points: how much page a "page" of characters is measured against.
+A4_AREA = 595.0 * 842.0
+# Below this many visible characters per A4 of page, the reader also measures how much of the page images cover.
+SPARSE_CHARACTERS_PER_A4 = 200
 
 
 class SkippedPage(enum.Enum):
@@ -48,29 +54,81 @@ class ReadingLimits:
     memory_mb: int = 1024
 
 
-def read_pages(data: bytes, *, max_pages: int, limits: ReadingLimits) -> list[str | SkippedPage]:
+@dataclass(frozen=True)
+class PageText:
+    """What a page says, and how big it is: ``area`` in square points, ``image_cover`` the share of it that images
+    cover (measured only on sparse pages, None elsewhere)."""
+
+    text: str
+    area: float = A4_AREA
+    image_cover: float | None = None
+
+
+def read_pages(data: bytes, *, max_pages: int, limits: ReadingLimits,
+               on_page: Callable[[PageText | SkippedPage], None] | None = None) -> list[PageText | SkippedPage]:
     """The text of every page, or why it is missing; a ``JobFailure`` when the PDF cannot be read at all.
 
-    The page count comes from the page tree pypdf walks, never from the ``/Count`` a file declares.
+    ``on_page`` receives each page as it arrives (then the list returned is empty): the caller works on one page
+    while the reader reads the next. The page count comes from the page tree pypdf walks, never from the
+    ``/Count`` a file declares.
     """
+    pages: list[PageText | SkippedPage] = []
+    _read(("read", max_pages), data, limits, on_page or pages.append)
+    return pages
+
+
+def extract_pages(data: bytes, numbers: Sequence[int], *, limits: ReadingLimits) -> bytes:
+    """A new PDF holding only the given pages (1-based) of ``data``, written by the guarded reader.
+
+    OCR is paid per page: this is what lets docpipe send only the pages it could not read.
+    """
+    written: list[bytes] = []
+    _read(("subset", list(numbers)), data, limits, written.append)
+    return written[0]
+
+
+def idle_readers() -> set[Any]:
+    """The reader processes kept for the next document (tests check that nothing else is left running)."""
+    with _POOL_LOCK:
+        return {_IDLE.process} if _IDLE is not None and _IDLE.process.is_alive() else set()
+
+
+def retire_idle_reader() -> None:
+    """Stop the kept reader, so that the next document forks one from the worker as it is now."""
+    global _IDLE
+    with _POOL_LOCK:
+        reader, _IDLE = _IDLE, None
+    if reader is not None:
+        reader.stop()
+
+
+def _read(request: tuple[str, Any], data: bytes, limits: ReadingLimits, emit: Any) -> None:
     _prepare_pypdf()
     deadline = time.monotonic() + limits.document_seconds
-    pages: list[str | SkippedPage] = []
-    count: int | None = None
-    while count is None or len(pages) < count:
-        child = _Child(data, first=len(pages), max_pages=max_pages, memory_mb=limits.memory_mb)
+    progress = _Progress()
+    while progress.count is None or progress.done < progress.count:
+        reader = _acquire(limits.memory_mb)
+        healthy = False
         try:
-            count = _collect(child, pages, count, limits, deadline)
+            reader.send(request, data, first=progress.done)
+            healthy = _collect(reader, progress, limits, deadline, emit)
         finally:
-            child.stop()
-    return pages
+            _release(reader, healthy)
+
+
+@dataclass
+class _Progress:
+    """How far the reading got: the document's page count once known, and the pages emitted so far."""
+
+    count: int | None = None
+    done: int = 0
 
 
 @functools.cache
 def _prepare_pypdf() -> None:
-    """Import pypdf and let it build what it builds on first use, once, so that no forked child pays for it.
+    """Import pypdf and let it build what it builds on first use, once, so that no forked reader pays for it.
 
-    Measured: a child that opens its first PDF spends 9 ms on pypdf's lazy imports and tables; after this, 2 ms.
+    Measured: a reader that opens its first PDF spends 9 ms on pypdf's lazy imports and tables; after this, 2 ms.
     """
     import pypdf
 
@@ -83,66 +141,108 @@ def _prepare_pypdf() -> None:
     pypdf.PdfReader(blank).pages[0].extract_text()
 
 
-def _collect(child: _Child, pages: list[str | SkippedPage], count: int | None, limits: ReadingLimits,
-             deadline: float) -> int:
-    """Append the child's pages until it is done, stuck or gone; returns the document's page count.
+def _collect(reader: _Reader, progress: _Progress, limits: ReadingLimits, deadline: float, emit: Any) -> bool:
+    """Emit the reader's pages until the request is done (True) or the reader is stuck or gone (False).
 
-    ``count`` is None until a child has opened the document; a child that resumes reopens it as part of its page.
+    ``progress.count`` is None until a reader has opened the document; a reader that resumes reopens it as part of
+    its first page.
     """
-    while count is None or len(pages) < count:
-        message = child.next_message(min(limits.page_seconds, deadline - time.monotonic()))
+    first = progress.done
+    while True:
+        message = reader.next_message(min(limits.page_seconds, deadline - time.monotonic()))
         if message is None:
             if time.monotonic() >= deadline:
                 raise JobFailure("too_large", f"reading the PDF took longer than {limits.document_seconds:g} s "
-                                              f"({len(pages)} of {count if count is not None else 'its'} pages were read)")
-            if count is None:
+                                              f"({progress.done} of {progress.count or 'its'} pages were read)")
+            if progress.count is None:
                 raise JobFailure("too_large", f"opening the PDF took longer than {limits.page_seconds:g} s")
-            pages.append(SkippedPage.TOO_SLOW)
-            return count
+            _skip(progress, SkippedPage.TOO_SLOW, emit)
+            return False
         kind, value = message
+        if kind == "done":
+            return bool(value)
         if kind == "failure":
             raise JobFailure(*value)
         if kind == "count":
-            count = value
+            progress.count = value
         elif kind == "page":
-            pages.append(value)
+            progress.done += 1
+            emit(PageText(*value))
         elif kind == "unreadable":
-            pages.append(SkippedPage.UNREADABLE)
+            _skip(progress, SkippedPage.UNREADABLE, emit)
+        elif kind == "pdf":
+            emit(value)
+            progress.count = progress.done = 1  # a subset is one answer: the request is complete
         else:
             # Out of memory, or ended without a word; SIGKILL from anyone but us is the kernel's OOM killer.
             too_big = kind == "memory" or value == -signal.SIGKILL
-            if count is None:
+            if progress.count is None:
                 raise JobFailure("too_large", f"opening the PDF needed more than {limits.memory_mb} MB") if too_big \
                     else JobFailure("corrupt_pdf", f"the PDF reader stopped while opening the file (exit {value})")
-            # Memory held for earlier pages may be to blame: the page gets one more try in a fresh child.
-            if len(pages) > child.first:
-                return count
-            pages.append(SkippedPage.TOO_BIG if too_big else SkippedPage.UNREADABLE)
-            return count
-    return count
+            # Memory held for earlier pages may be to blame: the page gets one more try in a fresh reader.
+            if progress.done == first:
+                _skip(progress, SkippedPage.TOO_BIG if too_big else SkippedPage.UNREADABLE, emit)
+            return False
 
 
-class _Child:
-    """One forked reader, started at page index ``first``, and the read end of its pipe."""
+def _skip(progress: _Progress, reason: SkippedPage, emit: Any) -> None:
+    progress.done += 1
+    emit(reason)
 
-    def __init__(self, data: bytes, *, first: int, max_pages: int, memory_mb: int) -> None:
+
+# The reader kept for the next document, if any; a worker reads one document at a time, threads aside.
+_IDLE: _Reader | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _acquire(memory_mb: int) -> _Reader:
+    global _IDLE
+    with _POOL_LOCK:
+        reader, _IDLE = _IDLE, None
+    if reader is not None and reader.memory_mb == memory_mb and reader.process.is_alive():
+        return reader
+    if reader is not None:
+        reader.stop()
+    return _Reader(memory_mb)
+
+
+def _release(reader: _Reader, healthy: bool) -> None:
+    global _IDLE
+    if healthy:
+        with _POOL_LOCK:
+            if _IDLE is None:
+                _IDLE = reader
+                return
+    reader.stop()
+
+
+class _Reader:
+    """One forked reader process serving requests over a duplex pipe, and the parent's end of it."""
+
+    def __init__(self, memory_mb: int) -> None:
         import multiprocessing
 
-        # fork: the child shares the document's bytes and the imported pypdf instead of pickling and re-importing.
+        # fork: the reader inherits the imported pypdf instead of importing it again.
         context = multiprocessing.get_context("fork")
-        self.first = first
-        self.receiver, sender = context.Pipe(duplex=False)
-        self.process = context.Process(target=_read_in_child, args=(sender, data, first, max_pages, memory_mb),
-                                       daemon=True)
+        self.memory_mb = memory_mb
+        self.connection, child_end = context.Pipe(duplex=True)
+        self.process = context.Process(target=_serve, args=(child_end, self.connection, memory_mb), daemon=True)
         self.process.start()
-        sender.close()
+        child_end.close()
+
+    def send(self, request: tuple[str, Any], data: bytes, *, first: int) -> None:
+        try:
+            self.connection.send((*request, first))
+            self.connection.send_bytes(data)
+        except OSError:
+            pass  # the reader is gone: next_message says so
 
     def next_message(self, timeout: float) -> tuple[str, Any] | None:
-        """The child's next message, ``("died", exitcode)`` when it ended without one, None when it sent none in time."""
-        if not self.receiver.poll(max(timeout, 0.0)):
-            return None
+        """The reader's next message, ``("died", exitcode)`` when it ended without one, None when it sent none in time."""
         try:
-            return self.receiver.recv()
+            if not self.connection.poll(max(timeout, 0.0)):
+                return None
+            return self.connection.recv()
         except (EOFError, OSError):
             self.process.join(1.0)
             return "died", self.process.exitcode
@@ -151,33 +251,52 @@ class _Child:
         if self.process.is_alive():
             self.process.kill()
         self.process.join()
-        self.receiver.close()
+        self.connection.close()
 
 
-def _read_in_child(sender: Any, data: bytes, first: int, max_pages: int, memory_mb: int) -> None:
-    _limit_memory(memory_mb)
+def _serve(connection: Any, parent_end: Any, memory_mb: int) -> None:
+    import gc
+
+    # The worker's objects are the worker's: the reader's collections skip them instead of walking (and so copying)
+    # the whole inherited heap.
+    gc.freeze()
+    parent_end.close()
+    inherited = _limit_memory(memory_mb)
     _volunteer_for_the_oom_killer()
-    ending = _send_pages(sender, data, first, max_pages)
-    # The reader is gone with _send_pages' frame; lifting the limit lets the last word through even so.
-    _lift_memory_limit()
-    if ending is not None:
-        sender.send(ending)
-    sender.close()
+    keep_serving = True
+    while keep_serving:
+        try:
+            kind, argument, first = connection.recv()
+            data = connection.recv_bytes()
+        except (EOFError, OSError):
+            break
+        ending = _answer(connection, kind, argument, first, data)
+        del data
+        # What pypdf half-built after MemoryError is unsafe to reuse, and a reader that grew keeps what it took.
+        keep_serving = ending is None and (inherited is None or _mapped() - inherited < memory_mb * _MB // 2)
+        # Lifting the limit lets the last word through even after MemoryError.
+        _lift_memory_limit()
+        connection.send(ending or ("done", keep_serving))
+        if keep_serving:
+            _limit_memory(memory_mb, inherited)
+    connection.close()
     # No interpreter teardown: a process that just hit its memory limit can hang printing a traceback.
     os._exit(0)
 
 
-def _send_pages(sender: Any, data: bytes, first: int, max_pages: int) -> tuple[str, Any] | None:
-    """Send the page count, then each page from ``first`` on; returns the message that ends the reading early."""
+def _answer(connection: Any, kind: str, argument: Any, first: int, data: bytes) -> tuple[str, Any] | None:
+    """Send what the request asks; returns the message that ends the reading early."""
     try:
         reader = _open(data)
-        sender.send(("count", _page_count(reader, max_pages)))
+        if kind == "subset":
+            connection.send(("pdf", _subset(reader, argument)))
+            return None
+        connection.send(("count", _page_count(reader, argument)))
         for index in range(first, len(reader.pages)):
-            sender.send(_page_text(reader, index))
+            connection.send(_page_text(reader, index))
     except JobFailure as failure:
         return "failure", (failure.code, failure.message)
     except MemoryError:
-        # What pypdf half-built is unsafe to reuse: this child ends, and a fresh one goes on.
         return "memory", None
     except Exception as exc:  # pypdf raises non-pypdf exceptions on hostile files
         return "failure", ("corrupt_pdf", f"the PDF cannot be parsed: {_describe(exc)}")
@@ -193,13 +312,98 @@ def _page_count(reader: Any, max_pages: int) -> int:
     return count
 
 
-def _page_text(reader: Any, index: int) -> tuple[str, str | None]:
+def _page_text(reader: Any, index: int) -> tuple[str, Any]:
     try:
-        return "page", reader.pages[index].extract_text() or ""
+        page = reader.pages[index]
+        text = page.extract_text() or ""
+        area = _area(page)
+        # Few characters for the page's size: is it a picture (a scan) with a stray label, or a short page?
+        if len(text) - _whitespace(text) < SPARSE_CHARACTERS_PER_A4 * area / A4_AREA:
+            return "page", (text, area, _image_cover(page, reader, area))
+        return "page", (text, area, None)
     except MemoryError:
         raise
     except Exception:  # pypdf raises non-pypdf exceptions on hostile pages; the page is reported as skipped
         return "unreadable", None
+
+
+def _whitespace(text: str) -> int:
+    return text.count(" ") + text.count("\n") + text.count("\t") + text.count("\r")
+
+
+def _area(page: Any) -> float:
+    box = page.cropbox
+    area = abs(float(box.width) * float(box.height))
+    return area if area > 0 else A4_AREA
+
+
+def _image_cover(page: Any, reader: Any, area: float) -> float:
+    """The share of the page that images are drawn on (0–1), from the image operators and the transformation
+    matrix in force for each; an image reference that no longer resolves (a damaged file) counts as an image."""
+    contents = page.get_contents()
+    if contents is None:
+        return 0.0
+    data = contents.get_data()
+    # Parsing the page again costs what reading it did: only a page that draws an object or an inline image is.
+    if b"Do" not in data and b"BI" not in data:
+        return 0.0
+    drawn = _images_drawn(contents.operations, page.get("/Resources"), (1.0, 0.0, 0.0, 1.0, 0.0, 0.0), reader, 0)
+    return min(1.0, drawn / area)
+
+
+_Matrix = tuple[float, float, float, float, float, float]
+
+
+def _images_drawn(operations: list[tuple[Any, bytes]], resources: Any, ctm: _Matrix, reader: Any, depth: int) -> float:
+    from pypdf.generic import ContentStream
+
+    saved: list[_Matrix] = []
+    drawn = 0.0
+    for operands, operator in operations:
+        if operator == b"q":
+            saved.append(ctm)
+        elif operator == b"Q":
+            ctm = saved.pop() if saved else ctm
+        elif operator == b"cm" and len(operands) == 6:
+            ctm = _multiply(tuple(float(x) for x in operands), ctm)  # type: ignore[arg-type]
+        elif operator == b"INLINE IMAGE":
+            drawn += abs(ctm[0] * ctm[3] - ctm[1] * ctm[2])
+        elif operator == b"Do" and operands:
+            xobject = _resolve(resources, "/XObject", operands[0])
+            subtype = xobject.get("/Subtype") if xobject is not None else None
+            if xobject is None or subtype == "/Image":
+                drawn += abs(ctm[0] * ctm[3] - ctm[1] * ctm[2])
+            elif subtype == "/Form" and depth < 4:
+                matrix = tuple(float(x) for x in xobject.get("/Matrix", (1, 0, 0, 1, 0, 0)))
+                drawn += _images_drawn(ContentStream(xobject, reader).operations,
+                                       xobject.get("/Resources", resources), _multiply(matrix, ctm), reader,
+                                       depth + 1)  # type: ignore[arg-type]
+    return drawn
+
+
+def _resolve(resources: Any, category: str, name: Any) -> Any:
+    try:
+        return resources.get_object()[category].get_object()[name].get_object()
+    except Exception:  # a name that resolves to nothing: the object was lost
+        return None
+
+
+def _multiply(m: _Matrix, n: _Matrix) -> _Matrix:
+    """m × n for PDF's [a b c d e f] matrices: ``cm`` pre-multiplies the current matrix."""
+    a, b, c, d, e, f = m
+    A, B, C, D, E, F = n
+    return (a * A + b * C, a * B + b * D, c * A + d * C, c * B + d * D, e * A + f * C + E, e * B + f * D + F)
+
+
+def _subset(reader: Any, numbers: list[int]) -> bytes:
+    from pypdf import PdfWriter
+
+    writer = PdfWriter()
+    for number in numbers:
+        writer.add_page(reader.pages[number - 1])
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
 
 
 def _open(data: bytes) -> Any:
@@ -216,20 +420,29 @@ def _open(data: bytes) -> Any:
     return reader
 
 
-def _limit_memory(memory_mb: int) -> None:
-    """Let this process grow by at most ``memory_mb`` beyond what it inherited, so excess raises MemoryError."""
+def _mapped() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _limit_memory(memory_mb: int, inherited: int | None = None) -> int | None:
+    """Let this process grow by at most ``memory_mb`` beyond what it inherited, so excess raises MemoryError.
+
+    Returns the inherited size the limit is measured from (None without /proc, where nothing is limited).
+    """
     import resource
 
-    try:
-        with open("/proc/self/statm") as statm:
-            inherited = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:
-        return  # no /proc (macOS): nothing to measure the limit from; Lambda always has it
+    if inherited is None:
+        try:
+            inherited = _mapped()
+        except OSError:
+            return None  # no /proc (macOS): nothing to measure the limit from; Lambda always has it
     _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
     limit = inherited + memory_mb * _MB
     if hard != resource.RLIM_INFINITY:
         limit = min(limit, hard)
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    return inherited
 
 
 def _volunteer_for_the_oom_killer() -> None:

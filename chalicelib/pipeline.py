@@ -18,7 +18,7 @@ from typing import Any, Callable
 from chalicelib.budget import Budget, MeteredChat
 from chalicelib.chunking import Chunk, chunk_document
 from chalicelib.errors import JobFailure
-from chalicelib.extract import Document, extract_document
+from chalicelib.extract import Document, PageSet, read_document
 from chalicelib.jobs import Job
 from chalicelib.mapcache import SHARED_OWNER, CacheWriter, MapCache, map_cache_key, map_cache_scope
 from chalicelib.mapreduce import ChunkTask, halve_chunk, map_chunks
@@ -111,10 +111,15 @@ async def _run(run: JobRun, model: str) -> dict[str, Any]:
                                             f"OPENAI_BASE_URL): docpipe's offline provider cannot {NEEDS_LLM[kind]}")
     clock = time.monotonic()
     data = services.documents.read_document(job.document["s3_key"], settings.max_document_bytes)
-    document = extract_document(data, max_pages=settings.max_document_pages,
-                                declared_type=job.document.get("declared_type"), limits=settings.reading_limits)
-    run.warnings.extend(document.warnings)
+    pages = read_document(data, max_pages=settings.max_document_pages,
+                          declared_type=job.document.get("declared_type"), limits=settings.reading_limits)
     run.timings["extract_seconds"] = round(time.monotonic() - clock, 3)
+    if services.ocr is not None and pages.kind == "pdf" and pages.needs_ocr():
+        pages = _read_by_ocr(run, pages, data)
+    try:
+        document = pages.document()
+    finally:
+        run.warnings[:0] = pages.warnings()
 
     clock = time.monotonic()
     from chalicelib.tokens import get_encoding
@@ -167,6 +172,41 @@ async def _run(run: JobRun, model: str) -> dict[str, Any]:
         if chat is not None:
             await chat.close()
     return _result(run, task, document, chunks, final, levels)
+
+
+def _read_by_ocr(run: JobRun, pages: PageSet, data: bytes) -> PageSet:
+    """The pages with OCR's text where the gate left them out; what it cost goes to usage and timings."""
+    from chalicelib.extract import describe_pages
+    from chalicelib.pdfpages import extract_pages
+
+    settings, wanted = run.services.settings, pages.needs_ocr()
+    if len(wanted) > settings.ocr_max_pages:
+        run.warnings.append(f"only {settings.ocr_max_pages} of the {len(wanted)} pages without usable text were sent "
+                            "to OCR (DOCPIPE_OCR_MAX_PAGES)")
+        wanted = wanted[:settings.ocr_max_pages]
+    budget = run.job.task.get("max_cost_usd")
+    if budget is not None and len(wanted) * settings.ocr_usd_per_page > budget:
+        run.warnings.append(f"OCR of {describe_pages(wanted)} would cost more than the job's max_cost_usd and was "
+                            "not done")
+        return pages
+    subset = None
+    if len(wanted) < len(pages.texts):
+        try:
+            subset = extract_pages(data, wanted, limits=settings.reading_limits)
+        except JobFailure as failure:
+            run.warnings.append(f"{describe_pages(wanted)} could not be prepared for OCR: {failure.message}")
+            return pages
+    seconds = settings.ocr_timeout_seconds
+    if run.deadline is not None:
+        seconds = max(1.0, min(seconds, run.deadline - FINISH_SECONDS - time.monotonic()))
+    result = run.services.ocr.read(run.job.document["s3_key"], wanted, subset=subset,
+                                   document_pages=len(pages.texts), seconds=seconds)
+    run.usage.ocr = {"provider": "textract", "pages": result.pages_billed, "cost_usd": result.cost_usd}
+    run.timings["ocr_seconds"] = result.seconds
+    if result.problem:
+        run.warnings.append(f"OCR could not read {describe_pages(wanted)}: {result.problem}")
+    logger.info("pages read by OCR", extra={"pages": sorted(result.texts), "billed": result.pages_billed})
+    return pages.with_ocr(result.texts)
 
 
 async def _nothing_known() -> dict[int, list[Any]]:

@@ -58,6 +58,7 @@ class Services:
     extras: dict[str, Any] = field(default_factory=dict)
     map_cache: Any = None
     throttles: dict[str, Any] = field(default_factory=dict)
+    ocr: Any = None
     # Reads the stage's LLM secret (None when it holds no value yet); None locally, where the environment serves.
     llm_secret: Callable[[], str | None] | None = None
     _environment_settings: Settings | None = field(default=None, repr=False)
@@ -150,6 +151,17 @@ def get_services() -> Services:
         queue=JobQueue(aws.client("sqs"), settings.jobs_queue),
         prices=price_table(os.environ),
         map_cache=MapCache(aws.client("s3"), settings.bucket) if settings.map_cache else None,
+        ocr=_ocr(settings),
         llm_secret=(llm_secret_reader(settings.llm_secret_name, settings.llm_secret_max_age_seconds)
                     if settings.llm_secret_name else None),
     )
+
+
+def _ocr(settings: Settings) -> Any:
+    """The OCR service for pages without usable text, when one is configured (DOCPIPE_OCR)."""
+    if settings.ocr != "textract":
+        return None
+    from chalicelib.ocr import TextractOCR
+
+    return TextractOCR(aws.client("textract"), aws.client("s3"), settings.bucket,
+                       usd_per_page=settings.ocr_usd_per_page)

@@ -69,6 +69,7 @@ class Usage:
     ``cache_hits`` counts chunks the last attempt found answered in the map cache (no call, no tokens); ``retries``
     the calls repeated after transient errors; ``estimated_*`` the pre-flight estimate of what was left to spend,
     which the budget was checked against. ``earlier`` is what earlier attempts of the job spent, already included.
+    ``ocr`` is this attempt's OCR: provider, pages billed, cost (absent when no page was sent to OCR).
     """
 
     model: str | None
@@ -83,6 +84,7 @@ class Usage:
     estimated_tokens: int | None = None
     estimated_cost_usd: float | None = None
     earlier: dict[str, Any] = field(default_factory=dict)
+    ocr: dict[str, Any] | None = None
 
     @property
     def total_tokens(self) -> int:
@@ -114,6 +116,8 @@ class Usage:
     def to_dict(self) -> dict:
         data = {**asdict(self), "total_tokens": self.total_tokens}
         earlier = data.pop("earlier")
+        if data["ocr"] is None:
+            del data["ocr"]
         if earlier:
             data["spent_by_earlier_attempts"] = earlier
         return data

@@ -27,8 +27,9 @@ from chalice.constants import DEFAULT_APIGATEWAY_STAGE_NAME, DEFAULT_LAMBDA_TIME
 
 CONFIG_FILE = Path(".chalice") / "config.json"
 PYTHON_VERSION_FILE = Path(".chalice") / "python-version"
-# The only resource-wide grant a policy may hold: X-Ray has no resource-level permissions.
-RESOURCE_WIDE_ACTIONS = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
+# The only grants a policy may hold on every resource: these actions have no resource-level permissions.
+RESOURCE_WIDE_ACTIONS = {"xray:PutTraceSegments", "xray:PutTelemetryRecords", "textract:DetectDocumentText",
+                         "textract:StartDocumentTextDetection", "textract:GetDocumentTextDetection"}
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z]+)\}")
 
 

@@ -4,10 +4,15 @@ tests/pdfgen.make_pdf writes ordinary text pages; ``crafted_pdf`` takes raw cont
 and benchmarks can build exactly the page that breaks a reader::
 
     crafted_pdf([text_page("A normal page."), glyph_page([260, 301, 290])], declared_count=9_999_999_999)
+
+Besides Helvetica (F1) and a CID font without a Unicode map (F2), every page can use F3, a CID font whose ToUnicode
+map is right (any text: ``unicode_page("Все люди")``), F4, whose map is wrong by a fixed offset (a broken ToUnicode
+map, ``unicode_page(text, font="F4")``), and Im1, a grey image (``image_page("stray label")``: a scan).
 """
 
 from __future__ import annotations
 
+import re
 import zlib
 
 
@@ -20,8 +25,46 @@ def glyph_page(glyph_ids: list[int]) -> bytes:
     return b"BT /F2 11 Tf 50 780 Td <%s> Tj ET" % "".join(f"{g:04x}" for g in glyph_ids).encode()
 
 
+# F4's ToUnicode map sends each glyph this far from the character it draws: CJK lands among rare ideographs.
+BROKEN_MAP_OFFSET = 0x3A7
+
+
+def unicode_page(text: str, font: str = "F3", size: int = 11) -> bytes:
+    """``text`` (Basic Multilingual Plane), one line of glyphs per line of text, in a CID font whose glyph numbers
+    are the code points: F3 maps them back to the same characters, F4 to characters BROKEN_MAP_OFFSET further."""
+    lines = [b"BT /%s %d Tf %d TL 40 800 Td" % (font.encode(), size, size + 3)]
+    for line in text.split("\n"):
+        lines.append(b"<%s> Tj T*" % "".join(f"{ord(c):04x}" for c in line).encode())
+    lines.append(b"ET")
+    return b"\n".join(lines)
+
+
+def image_page(label: str = "", *, cover: float = 1.0, image: str = "Im1") -> bytes:
+    """A page-wide picture (``cover`` of the page's width and height) with ``label`` as its only text. ``image``
+    names the XObject drawn: a name the page does not define is a picture whose object was lost."""
+    width, height = 595 * cover, 842 * cover
+    drawing = b"q %.1f 0 0 %.1f 0 0 cm /%s Do Q" % (width, height, image.encode())
+    return drawing + (b" " + text_page(label) if label else b"")
+
+
+def _to_unicode(offset: int, blocks: set[int]) -> bytes:
+    """A ToUnicode CMap for the 256-glyph blocks the pages use (pypdf expands every range it is given)."""
+    ranges = b"\n".join(b"<%02x00> <%02xff> <%04x>" % (high, high, high * 256 + offset)
+                        for high in sorted(blocks) if high * 256 + offset + 255 < 0xD800)
+    count = ranges.count(b"\n") + 1
+    cmap = (b"/CIDInit /ProcSet findresource begin 12 dict begin begincmap /CMapName /Crafted def /CMapType 2 def "
+            b"1 begincodespacerange <0000> <FFFF> endcodespacerange\n")
+    # A CMap block holds at most 100 ranges.
+    lines = ranges.split(b"\n")
+    for start in range(0, count, 100):
+        block = lines[start:start + 100]
+        cmap += b"%d beginbfrange\n%s\nendbfrange\n" % (len(block), b"\n".join(block))
+    return cmap + b"endcmap CMapName currentdict /CMap defineresource pop end end"
+
+
 def crafted_pdf(contents: list[bytes], *, declared_count: int | None = None) -> bytes:
-    """One page per content stream, with F1 (Helvetica) and F2 (Identity-H, no ToUnicode) as fonts.
+    """One page per content stream, with F1 (Helvetica), F2 (Identity-H, no ToUnicode), F3 (Identity-H, right
+    ToUnicode), F4 (Identity-H, ToUnicode off by BROKEN_MAP_OFFSET) as fonts and Im1 (a grey image).
 
     ``declared_count`` is what the page tree's /Count claims; the pages themselves are always ``contents``.
     """
@@ -35,12 +78,25 @@ def crafted_pdf(contents: list[bytes], *, declared_count: int | None = None) -> 
         b"<< /Type /FontDescriptor /FontName /ABCDEF+Calibri /Flags 32 /FontBBox [0 0 1000 1000] /ItalicAngle 0 "
         b"/Ascent 800 /Descent -200 /CapHeight 700 /StemV 80 >>",
     ]
+    blocks = {int(code[:2], 16) for content in contents for glyphs in re.findall(rb"<([0-9a-f]+)> Tj", content)
+              for code in re.findall(rb"[0-9a-f]{4}", glyphs)} or {0}
+    for offset in (0, BROKEN_MAP_OFFSET):
+        cmap = zlib.compress(_to_unicode(offset, blocks))
+        objects.append(b"<< /Length %d /Filter /FlateDecode >>\nstream\n%s\nendstream" % (len(cmap), cmap))
+        objects.append(b"<< /Type /Font /Subtype /Type0 /BaseFont /ABCDEF+Calibri /Encoding /Identity-H "
+                       b"/DescendantFonts [5 0 R] /ToUnicode %d 0 R >>" % len(objects))
+    f3, f4 = len(objects) - 2, len(objects)
+    pixels = bytes(range(64, 192)) * 2
+    objects.append(b"<< /Type /XObject /Subtype /Image /Width 16 /Height 16 /ColorSpace /DeviceGray "
+                   b"/BitsPerComponent 8 /Length %d >>\nstream\n%s\nendstream" % (len(pixels), pixels))
+    image = len(objects)
     kids = []
     for content in contents:
         packed = zlib.compress(content)
         objects.append(b"<< /Length %d /Filter /FlateDecode >>\nstream\n%s\nendstream" % (len(packed), packed))
         objects.append(b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents %d 0 R "
-                       b"/Resources << /Font << /F1 3 0 R /F2 4 0 R >> >> >>" % len(objects))
+                       b"/Resources << /Font << /F1 3 0 R /F2 4 0 R /F3 %d 0 R /F4 %d 0 R >> "
+                       b"/XObject << /Im1 %d 0 R >> >> >>" % (len(objects), f3, f4, image))
         kids.append(len(objects))
     count = len(kids) if declared_count is None else declared_count
     objects[1] = b"<< /Type /Pages /Kids [%s] /Count %d >>" % (b" ".join(b"%d 0 R" % k for k in kids), count)

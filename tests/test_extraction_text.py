@@ -17,6 +17,7 @@ from chalicelib.errors import JobFailure
 from chalicelib.extract import extract_document
 from chalicelib.legibility import is_xfa_placeholder, looks_garbled
 from chalicelib.normalise import join_hyphenated, normalise
+from tests.languages import GOOD, LOOK_ALIKE_OCR, glyph_numbers
 
 LANGUAGE = {
     "german": "Übungsaufgaben zur Geometrie und Topologie: zusammenhängende Räume, Homöomorphismen und "
@@ -54,10 +55,13 @@ GARBAGE = {
     "cyrillic-look-alikes": " ".join(w.translate(str.maketrans("aeopcx", "аеорсх")) for w in
                                      "the quick brown fox jumps over the lazy dog and keeps on running".split()),
     "replacement-characters": "Th\ufffd\ufffd \ufffd\ufffdck br\ufffd\ufffdn f\ufffdx j\ufffd\ufffdps \ufffd\ufffder",
+    "cyrillic-ocr-read-as-latin": GOOD["russian"].translate(LOOK_ALIKE_OCR),
+    "cjk-glyph-numbers-as-code-points": "".join(map(chr, glyph_numbers(GOOD["japanese"], subset=False))),
+    "cjk-shifted-into-rare-ideographs": "".join(chr(ord(c) + 0x3A7) for c in GOOD["chinese-simplified"]),
 }
 
 
-@pytest.mark.parametrize("text", LANGUAGE.values(), ids=LANGUAGE.keys())
+@pytest.mark.parametrize("text", [*LANGUAGE.values(), *GOOD.values()], ids=[*LANGUAGE, *(f"page-{k}" for k in GOOD)])
 def test_language_is_not_garbled(text):
     assert not looks_garbled(text)
 
@@ -84,7 +88,8 @@ def test_a_text_document_with_a_garbled_page_keeps_the_others_and_says_which():
 
     assert document.text == "A plain first page of text.\n\n\n\nA plain third page."
     assert document.page_count == 3
-    assert document.warnings == ["page 2 looks garbled and was skipped"]
+    assert document.warnings == ["page 2 holds mojibake, not text (control codes and broken characters) and was "
+                                 "skipped"]
 
 
 def test_a_text_document_that_is_all_garbled_fails_as_no_text():
@@ -92,7 +97,7 @@ def test_a_text_document_that_is_all_garbled_fails_as_no_text():
         extract_document(GARBAGE["cp1251-read-as-latin-1"].encode(), max_pages=10)
 
     assert info.value.code == "no_text"
-    assert "unreadable" in info.value.message
+    assert "mojibake" in info.value.message
 
 
 # --- normalisation ------------------------------------------------------------------------------------------------

@@ -63,7 +63,7 @@ def test_uploads_incoming_documents_and_unfinished_multipart_uploads_expire():
     bucket = template()["Resources"]["DocumentsBucket"]["Properties"]
     rules = {r["Id"]: r for r in bucket["LifecycleConfiguration"]["Rules"]}
     expiring = {r["Prefix"] for r in rules.values() if "ExpirationInDays" in r and r["Status"] == "Enabled"}
-    assert {"incoming/", "uploads/", "inputs/", "results/", "cache/"} <= expiring
+    assert {"incoming/", "uploads/", "inputs/", "results/", "cache/", "ocr/"} <= expiring
     [abort] = [r for r in rules.values() if "AbortIncompleteMultipartUpload" in r]
     assert abort["Status"] == "Enabled" and "Prefix" not in abort  # the whole bucket
 

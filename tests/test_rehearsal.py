@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from scripts.stage import RESOURCE_WIDE_ACTIONS
 from tests import rehearsal
 from tests.conftest import PROJECT, corpus_file
 from tests.fake_openai import FakeOpenAI
@@ -387,7 +388,7 @@ def policy_problems(policy: dict[str, Any], function: str, *, stage_name: str, a
              f"arn:aws:dynamodb:{REGION}:{account}:table/docpipe-{stage_name}-jobs",
              f"arn:aws:dynamodb:{REGION}:{account}:table/docpipe-{stage_name}-idempotency",
              f"arn:aws:secretsmanager:{REGION}:{account}:secret:docpipe/{stage_name}/llm-??????"}
-    prefixes = {f"arn:aws:s3:::{bucket}/{p}/*" for p in ("inputs", "results", "uploads", "incoming", "cache")}
+    prefixes = {f"arn:aws:s3:::{bucket}/{p}/*" for p in ("inputs", "results", "uploads", "incoming", "cache", "ocr")}
     problems, granted = [], {}
     for statement in policy["Statement"]:
         actions = [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]
@@ -398,7 +399,7 @@ def policy_problems(policy: dict[str, Any], function: str, *, stage_name: str, a
             problems.append(f"{statement.get('Sid')}: only plain Allow statements are expected")
         for resource in resources:
             if resource == "*":
-                if not set(actions) <= {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}:
+                if not set(actions) <= RESOURCE_WIDE_ACTIONS:
                     problems.append(f"{statement.get('Sid')}: {actions} on every resource")
             elif resource not in exact | prefixes:
                 problems.append(f"{statement.get('Sid')}: {resource} is not one of stage {stage_name}'s resources")
