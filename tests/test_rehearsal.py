@@ -7,9 +7,9 @@ OpenAI-compatible server. Then each function runs from *its unpacked artefacts* 
 Lambda holds, compared by digest with the checked build) in a fresh interpreter of the pinned version whose
 ``sys.path`` holds nothing but those and boto3, with the environment Lambda gives it and the temporary credentials
 of *its deployed execution role*, while the emulator enforces IAM. Every request IAM denies is recorded, so each
-scenario also proves that its function's policy allows all it does: its own calls, those Powertools makes for it
-(idempotency, circuit breaker, parameters), and the event source mapping's polling, which Lambda does with the
-function's role too. What the runtime does with the role and nobody can call locally (writing logs and traces) is
+scenario also proves that its function's policy allows all it does: its own calls (Textract's included, with OCR
+on), those Powertools makes for it (idempotency, circuit breaker, parameters), and the event source mapping's
+polling, which Lambda does with the function's role too. What the runtime does with the role and nobody can call locally (writing logs and traces) is
 checked on the deployed policies themselves.
 """
 
@@ -29,6 +29,7 @@ from scripts.stage import RESOURCE_WIDE_ACTIONS
 from tests import rehearsal
 from tests.conftest import PROJECT, corpus_file
 from tests.fake_openai import FakeOpenAI
+from tests.pdfcraft import crafted_pdf, image_page
 from tests.rehearsal import (REGION, Emulator, LambdaHost, api_gateway_event, assume, aws_env, clean_checkout, client,
                              create_admin, run_make_step, s3_event, scheduled_event, sqs_event)
 
@@ -83,7 +84,7 @@ class Functions:
     def admin_client(self, service: str) -> Any:
         return client(self.emulator, service, self.admin)
 
-    def deliver(self, function: str, *, max_batches: int = 5) -> list[dict[str, Any]]:
+    def deliver(self, function: str, *, max_batches: int = 5, **overrides: str) -> list[dict[str, Any]]:
         """What Lambda's SQS poller does, with the function's own role: take batches off its queue, invoke the
         function, delete the messages it did not report as failed. Returns each invocation's answer."""
         sqs = client(self.emulator, "sqs", self.credentials[function])
@@ -97,7 +98,7 @@ class Functions:
                                            MessageAttributeNames=["All"]).get("Messages", [])
             if not messages:
                 break
-            answer = self.host(function).invoke(sqs_event(messages, arn))
+            answer = self.host(function, **overrides).invoke(sqs_event(messages, arn))
             failed = {f["itemIdentifier"] for f in (answer or {}).get("batchItemFailures", [])}
             for message in messages:
                 if message["MessageId"] not in failed:
@@ -347,6 +348,22 @@ def test_an_llm_outage_hands_the_job_back_to_the_queue(functions, fake_llm, no_d
     assert len(answers) == 1 and len(answers[0]["batchItemFailures"]) == 1
     view = job_view(functions, accepted["job_id"])
     assert view["status"] == "RUNNING", view
+
+
+def test_ocr_reaches_textract_and_the_pages_folder_under_the_workers_role(functions, stage, no_denials):
+    scanned = crafted_pdf([image_page(), image_page()])  # two pages that are only pictures: the gate sends them to OCR
+    status, accepted = functions.api("POST", "/jobs", headers={"Content-Type": "application/pdf"}, body=scanned,
+                                     binary=True, query={"task": "summarize"})
+    assert status == 202, accepted
+
+    functions.deliver("process_jobs", DOCPIPE_OCR="textract")
+
+    view = job_view(functions, accepted["job_id"])
+    # The pages went to Textract through ocr/ and were billed; the emulator's Textract recognises nothing.
+    assert view["usage"]["ocr"] == {"provider": "textract", "pages": 2, "cost_usd": 0.003}, view
+    assert (view["status"], view["error"]["code"]) == ("FAILED", "no_text")
+    left = functions.admin_client("s3").list_objects_v2(Bucket=stage.bucket, Prefix="ocr/")
+    assert left.get("KeyCount", 0) == 0  # the pages' own PDF is deleted once read
 
 
 # --- least privilege --------------------------------------------------------------------------------------------
