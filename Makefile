@@ -6,7 +6,16 @@ PORT ?= 8000
 EMULATOR_PORT ?= 4566
 STAGE ?= dev
 
-.PHONY: demo test serve bench soak deploy clean
+# The Lambda runtime is pinned here (.chalice/python-version): Chalice packages for the Python it runs under, so
+# packaging and deploying happen in a virtualenv of that version, found through pyenv whatever the default is.
+LAMBDA_PYTHON_VERSION := $(strip $(file < .chalice/python-version))
+DEPLOY_VENV := .venv-deploy
+DEPLOY_PY := $(DEPLOY_VENV)/bin/python
+# What the Lambda runtime itself provides next to the function and its layer: boto3 (for the rehearsal).
+LAMBDA_RUNTIME_DIR := build/lambda-runtime
+BOTO3_PIN := $(shell sed -n 's/^boto3==//p' requirements-deploy.txt)
+
+.PHONY: demo test serve bench soak package deploy llm-key clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,10 +23,24 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
+$(DEPLOY_VENV)/.installed: requirements.txt requirements-deploy.txt .chalice/python-version
+	@interpreter=$$(scripts/lambda-python $(LAMBDA_PYTHON_VERSION)) || exit 1; \
+	if ! $(DEPLOY_PY) -c 'import sys; sys.exit(f"{sys.version_info[0]}.{sys.version_info[1]}" != "$(LAMBDA_PYTHON_VERSION)")' 2>/dev/null; then \
+		rm -rf $(DEPLOY_VENV) && echo "creating $(DEPLOY_VENV) with $$interpreter" && $$interpreter -m venv $(DEPLOY_VENV); \
+	fi
+	$(DEPLOY_PY) -m pip install --quiet --upgrade pip
+	$(DEPLOY_PY) -m pip install --quiet -r requirements-deploy.txt
+	touch $@
+
+$(LAMBDA_RUNTIME_DIR)/.installed: requirements-deploy.txt | $(DEPLOY_VENV)/.installed
+	rm -rf $(LAMBDA_RUNTIME_DIR)
+	$(DEPLOY_PY) -m pip install --quiet --target $(LAMBDA_RUNTIME_DIR) boto3==$(BOTO3_PIN)
+	touch $@
+
 demo: $(VENV)/.installed
 	$(PY) -m devstack demo
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed $(DEPLOY_VENV)/.installed $(LAMBDA_RUNTIME_DIR)/.installed
 	$(PY) -m pytest
 
 serve: $(VENV)/.installed
@@ -33,8 +56,17 @@ bench: $(VENV)/.bench-installed
 soak: $(VENV)/.installed
 	$(PY) -m tests.faults --soak
 
-deploy: $(VENV)/.installed
-	$(PY) -m scripts.deploy --stage $(STAGE)
+# The function zip, the dependencies' layer zip and the template Chalice generates, into build/<stage>/, checked;
+# no AWS credentials needed. `make deploy` builds and checks the same artefacts the same way, then uploads them.
+package: $(DEPLOY_VENV)/.installed $(LAMBDA_RUNTIME_DIR)/.installed
+	$(DEPLOY_PY) -m scripts.package --stage $(STAGE)
+
+deploy: $(DEPLOY_VENV)/.installed $(LAMBDA_RUNTIME_DIR)/.installed
+	$(DEPLOY_PY) -m scripts.deploy --stage $(STAGE)
+
+# Set or rotate the stage's LLM key in AWS Secrets Manager: read from OPENAI_API_KEY or asked for, never written.
+llm-key: $(DEPLOY_VENV)/.installed
+	$(DEPLOY_PY) -m scripts.llm_key --stage $(STAGE)
 
 clean:
-	rm -rf $(VENV) .local .pytest_cache
+	rm -rf $(VENV) $(DEPLOY_VENV) build .local .pytest_cache

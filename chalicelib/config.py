@@ -1,7 +1,9 @@
 """The one home of docpipe's configuration: environment variables, their defaults and their validation.
 
 Every variable is listed in the README's configuration table. Values are read when ``get_settings()`` is first
-called (not at import), because Chalice applies per-stage variables just before a handler runs.
+called (not at import), because Chalice applies per-stage variables just before a handler runs. On AWS the LLM
+endpoint's key is not an environment variable but a secret (``DOCPIPE_LLM_SECRET``); ``with_llm_secret`` reads its
+value into the settings once the composition point has fetched it.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import json
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Mapping
 
@@ -67,6 +69,8 @@ class Settings:
     ocr_max_pages: int = 100
     ocr_timeout_seconds: float = 300.0
     ocr_usd_per_page: float = 0.0015
+    llm_secret_name: str | None = None
+    llm_secret_max_age_seconds: int = 300
 
     @property
     def uses_openai(self) -> bool:
@@ -205,7 +209,30 @@ def load_settings(env: Mapping[str, str] = os.environ) -> Settings:
         ocr_timeout_seconds=positive_number(env, "DOCPIPE_OCR_TIMEOUT_SECONDS", 300.0),
         # Textract DetectDocumentText, us-east-1: USD 1.50 per 1,000 pages for the first million pages a month.
         ocr_usd_per_page=positive_number(env, "DOCPIPE_OCR_USD_PER_PAGE", 0.0015),
+        llm_secret_name=env.get("DOCPIPE_LLM_SECRET", "").strip() or None,
+        llm_secret_max_age_seconds=_int(env, "DOCPIPE_LLM_SECRET_MAX_AGE_SECONDS", 300, minimum=1),
     )
+
+
+def with_llm_secret(settings: Settings, secret: str | None) -> Settings:
+    """``settings`` with the LLM endpoint's key (and URL, if the secret names one) taken from the stage's secret.
+
+    The secret is a JSON object ``{"api_key": "sk-...", "base_url": "https://..."}`` (``base_url`` optional), or
+    the bare key. What it leaves out keeps the environment's value; no secret (None) changes nothing.
+    """
+    if secret is None:
+        return settings
+    text = secret.strip()
+    if not text.startswith(("{", "[")):
+        return replace(settings, llm_api_key=text or settings.llm_api_key)
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise ConfigError(f"the secret {settings.llm_secret_name} is not valid JSON") from None
+    if not isinstance(value, dict) or not all(isinstance(value.get(k, ""), str) for k in ("api_key", "base_url")):
+        raise ConfigError(f'the secret {settings.llm_secret_name} must be {{"api_key": "...", "base_url": "..."}}')
+    return replace(settings, llm_api_key=value.get("api_key") or settings.llm_api_key,
+                   llm_base_url=value.get("base_url") or settings.llm_base_url)
 
 
 @lru_cache(maxsize=1)

@@ -13,9 +13,11 @@ from functools import lru_cache
 from typing import Any, Callable
 
 from chalicelib import aws
-from chalicelib.config import Settings, get_settings
+from chalicelib.config import ConfigError, Settings, get_settings, with_llm_secret
+from chalicelib.errors import TransientError
 from chalicelib.jobs import JobStore
 from chalicelib.mapcache import MapCache
+from chalicelib.observability import logger
 from chalicelib.storage import DocumentStore
 from chalicelib.tokens import count_tokens
 from chalicelib.usage import price_table
@@ -57,6 +59,35 @@ class Services:
     map_cache: Any = None
     throttles: dict[str, Any] = field(default_factory=dict)
     ocr: Any = None
+    # Reads the stage's LLM secret (None when it holds no value yet); None locally, where the environment serves.
+    llm_secret: Callable[[], str | None] | None = None
+    _environment_settings: Settings | None = field(default=None, repr=False)
+    _warned_no_key: bool = field(default=False, repr=False)
+
+    def refresh_llm_endpoint(self) -> None:
+        """Take the LLM endpoint's key (and URL) from the stage's secret, as it is now.
+
+        The secret is read through Powertools Parameters, which keeps it for ``llm_secret_max_age_seconds``: warm
+        invocations do not call Secrets Manager, and a rotated key is in use within that time. A secret that holds no
+        value yet leaves the offline provider in charge, with a warning; one that cannot be read is a transient error.
+        """
+        if self.llm_secret is None:
+            return
+        if self._environment_settings is None:
+            self._environment_settings = self.settings
+        try:
+            secret = self.llm_secret()
+            settings = with_llm_secret(self._environment_settings, secret)
+        except ConfigError as exc:
+            raise TransientError("llm_unavailable", str(exc)) from exc
+        except Exception as exc:  # never the value: only what kind of failure it was
+            raise TransientError("llm_unavailable", f"could not read the LLM secret {self.settings.llm_secret_name}: "
+                                                    f"{type(exc).__name__}") from exc
+        if secret is None and not self._warned_no_key:
+            self._warned_no_key = True
+            logger.warning("the stage's LLM secret holds no key yet: jobs use the offline provider until one is set "
+                           "(make llm-key)", extra={"secret": self.settings.llm_secret_name})
+        self.settings = settings
 
     def chat(self, model: str) -> Any:
         """A chat model for ``model`` on the configured endpoint."""
@@ -83,6 +114,30 @@ class Services:
         return self.throttles[model]
 
 
+def llm_secret_reader(name: str, max_age_seconds: int) -> Callable[[], str | None]:
+    """Read the secret ``name`` through Powertools Parameters, cached ``max_age_seconds`` across invocations.
+
+    Answers None while the secret has no value (created by the deploy, not yet set by ``make llm-key``).
+    """
+    from aws_lambda_powertools.utilities.parameters import SecretsProvider
+    from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
+    from botocore.exceptions import ClientError
+
+    provider = SecretsProvider(boto3_client=aws.client("secretsmanager"))
+
+    def read() -> str | None:
+        try:
+            value = provider.get(name, max_age=max_age_seconds)
+        except GetParameterError as exc:
+            cause = exc.__context__
+            if isinstance(cause, ClientError) and cause.response["Error"]["Code"] == "ResourceNotFoundException":
+                return None
+            raise
+        return value.decode() if isinstance(value, bytes) else value
+
+    return read
+
+
 @lru_cache(maxsize=1)
 def get_services() -> Services:
     import boto3
@@ -97,6 +152,8 @@ def get_services() -> Services:
         prices=price_table(os.environ),
         map_cache=MapCache(aws.client("s3"), settings.bucket) if settings.map_cache else None,
         ocr=_ocr(settings),
+        llm_secret=(llm_secret_reader(settings.llm_secret_name, settings.llm_secret_max_age_seconds)
+                    if settings.llm_secret_name else None),
     )
 
 

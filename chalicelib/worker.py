@@ -70,6 +70,9 @@ def handle_job_record(record: Any, context: Any, services: Services) -> None:
     deadline = time.monotonic() + context.get_remaining_time_in_millis() / 1000 if context else None
     try:
         with heartbeat:
+            # The stage's LLM key, from its secret on AWS (cached across invocations; a rotated key arrives within
+            # DOCPIPE_LLM_SECRET_MAX_AGE_SECONDS).
+            services.refresh_llm_endpoint()
             outcome = process_job(job_id, services, lease_seconds=LEASE_BEATS * interval, deadline=deadline,
                                   on_claim=heartbeat.record_spend_from)
         if outcome == "skipped":

@@ -1,38 +1,43 @@
 """Deploy one docpipe stage to AWS: ``python -m scripts.deploy --stage dev`` (``make deploy STAGE=dev``).
 
-``chalice deploy`` alone cannot ship docpipe. Chalice creates no buckets, queues or tables, and it never turns on
-ReportBatchItemFailures for an SQS event source (chalice #2029). Without that setting, Lambda ignores the worker's
-``batchItemFailures`` answer and deletes the failed messages. Chalice also creates no API key for routes that require
-one (chalice #420). This script runs the whole sequence:
+``chalice deploy`` alone cannot ship docpipe: Chalice creates no bucket, queue, table or log group, never turns on
+ReportBatchItemFailures for an SQS event source (chalice #2029; without it Lambda deletes the messages the worker
+reports as failed), creates no API key or usage plan (chalice #420), and keeps its record of the stage in a file git
+ignores. This script runs the whole sequence, and stops with a message rather than a traceback:
 
-1. create or update the CloudFormation stack ``docpipe-<stage>`` from infra/template.json;
-2. write the bucket name into .chalice/config.json, because app.py subscribes the upload trigger to it;
-3. run ``chalice deploy --stage <stage>``;
-4. switch on ReportBatchItemFailures on the ``process_jobs`` event source mapping and read the setting back;
-5. record the API URL in config.json for the keep-warm schedule, and redeploy if the URL changed;
-6. when the stage requires an API key (prod), ensure a usage plan, a key and the link between them.
+1. check the credentials and the stage (every deployed stage requires an API key);
+2. build and check the Lambda artefacts with the account's facts (scripts/package.py): a dependency Chalice could not
+   install fails here, before anything is created or uploaded;
+3. create or update the CloudFormation stack ``docpipe-<stage>`` (infra/template.json), tagged for cost allocation;
+4. make sure the stage's LLM secret exists (its value is set only by ``make llm-key``);
+5. under the stage's deploy lock, fetch Chalice's record of the stage from the bucket, run Chalice's deployer on the
+   same configuration the build used (it reuses the checked zips), and store the record back;
+6. switch on ReportBatchItemFailures on the worker's event source mapping and read it back;
+7. on the first deploy, record the API's URL for the keep-warm schedule, rebuild and deploy again;
+8. compare what Lambda holds (CodeSha256 of each function and of the layer) with the checked build;
+9. ensure the usage plan (throttle and quota per key) and the stage's default API key;
+10. tag what Chalice leaves untagged (the roles, the API stage, the schedule's rule).
 
-Each step is a function that takes its boto3 client and paths, so the tests can run it against moto.
+Each step is a function taking its boto3 client, so the tests run them against the emulator.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
+import getpass
+import socket
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import boto3
-from botocore.exceptions import ClientError, WaiterError
-from chalice.config import Config
-from chalice.constants import DEFAULT_APIGATEWAY_STAGE_NAME, DEFAULT_LAMBDA_TIMEOUT
+from scripts import artefacts, deploystate, llm_key, package
+from scripts.stage import StageError, StageFacts, chalice_config, llm_secret_name, load_config, stage_factory
 
-CONFIG_FILE = Path(".chalice") / "config.json"
 TEMPLATE_FILE = Path("infra") / "template.json"
 WORKER_FUNCTION = "process_jobs"
+DEAD_LETTER_FUNCTION = "fail_dead_letters"
 # Chalice names an SQS subscription "<function>-sqs-event-source" (chalice/deploy/appgraph.py).
 WORKER_EVENT_SOURCE = f"{WORKER_FUNCTION}-sqs-event-source"
 BATCH_ITEM_FAILURES = ["ReportBatchItemFailures"]
@@ -43,45 +48,96 @@ MIN_VISIBILITY_TIMEOUT = 30
 MAX_VISIBILITY_TIMEOUT = 43200
 # An event source mapping accepts an update only once it has settled in one of these states.
 SETTLED_MAPPING_STATES = {"Enabled", "Disabled"}
+# The usage plan's limits per API key when the stage sets none: requests per second, burst, requests per day.
+DEFAULT_API_LIMITS = {"DOCPIPE_API_RATE_LIMIT": 10.0, "DOCPIPE_API_BURST_LIMIT": 20, "DOCPIPE_API_DAILY_QUOTA": 10000}
+
+# CloudFormation stack states, by what the deploy can do about them.
+STACK_BUSY = {"CREATE_IN_PROGRESS", "UPDATE_IN_PROGRESS", "UPDATE_COMPLETE_CLEANUP_IN_PROGRESS",
+              "UPDATE_ROLLBACK_IN_PROGRESS", "UPDATE_ROLLBACK_COMPLETE_CLEANUP_IN_PROGRESS", "ROLLBACK_IN_PROGRESS",
+              "DELETE_IN_PROGRESS", "IMPORT_IN_PROGRESS", "IMPORT_ROLLBACK_IN_PROGRESS", "REVIEW_IN_PROGRESS"}
+STACK_STUCK = {
+    "ROLLBACK_COMPLETE": "its first creation failed, and a stack in this state cannot be updated: delete it "
+                         "(`aws cloudformation delete-stack --stack-name {name}`; the bucket and tables are kept) "
+                         "and deploy again",
+    "ROLLBACK_FAILED": "its first creation failed and so did the cleanup: see its events, delete it (`aws "
+                       "cloudformation delete-stack --stack-name {name}`) and deploy again",
+    "UPDATE_ROLLBACK_FAILED": "an update failed and so did its rollback: finish the rollback (`aws cloudformation "
+                              "continue-update-rollback --stack-name {name}`), then deploy again",
+    "DELETE_FAILED": "its deletion failed: delete it again (`aws cloudformation delete-stack --stack-name {name}`) "
+                     "or fix what its events report, then deploy again",
+    "IMPORT_ROLLBACK_FAILED": "a resource import failed and so did its rollback: see its events in the console",
+}
 
 
 class DeployError(RuntimeError):
     """A deploy that cannot go on; main prints the message instead of a traceback."""
 
 
-def load_config(config_file: Path) -> dict[str, Any]:
-    return json.loads(config_file.read_text())
+def visibility_timeout(config: Mapping[str, Any], stage: str, function: str = WORKER_FUNCTION) -> int:
+    """A queue's visibility timeout: 6x its consumer's timeout, so a message is not redelivered while a consumer
+    still runs it (including Lambda's own retries of a throttled batch)."""
+    timeout = int(chalice_config(config, stage, function).lambda_timeout)
+    return min(max(VISIBILITY_TIMEOUT_FACTOR * timeout, MIN_VISIBILITY_TIMEOUT), MAX_VISIBILITY_TIMEOUT)
 
 
-def chalice_config(config: Mapping[str, Any], stage: str, function_name: str = "api_handler") -> Config:
-    """The stage's settings as Chalice resolves them, so a value inherited from the top level or a default counts.
-
-    A hand-written lookup of ``stages.<stage>.lambda_functions.<fn>`` would miss inherited values.
-    """
-    if stage not in config.get("stages", {}):
-        raise DeployError(f"stage {stage!r} is not defined in {CONFIG_FILE}")
-    return Config(chalice_stage=stage, function_name=function_name, config_from_disk=dict(config),
-                  default_params={"lambda_timeout": DEFAULT_LAMBDA_TIMEOUT,
-                                  "api_gateway_stage": DEFAULT_APIGATEWAY_STAGE_NAME})
-
-
-def visibility_timeout(config: Mapping[str, Any], stage: str) -> int:
-    """The jobs queue's visibility timeout: 6x the worker's timeout, so a message is not redelivered while a
-    worker still runs it (including Lambda's own retries of a throttled batch)."""
-    worker_timeout = int(chalice_config(config, stage, WORKER_FUNCTION).lambda_timeout)
-    return min(max(VISIBILITY_TIMEOUT_FACTOR * worker_timeout, MIN_VISIBILITY_TIMEOUT), MAX_VISIBILITY_TIMEOUT)
-
-
-def bucket_name(config: Mapping[str, Any], stage: str, sts: Any, region: str) -> str:
-    """The configured bucket, or on first deploy a name that is globally unique (account and region in it)."""
+def bucket_name(config: Mapping[str, Any], stage: str, account: str, region: str) -> str:
+    """The configured bucket, else a name that is globally unique and the same from every checkout."""
     configured = chalice_config(config, stage).environment_variables.get("DOCPIPE_BUCKET", "").strip()
-    if configured:
-        return configured
-    account = sts.get_caller_identity()["Account"]
-    return f"docpipe-{stage}-{account}-{region}"
+    return configured or f"{config['app_name']}-{stage}-{account}-{region}"
+
+
+def stage_tags(config: Mapping[str, Any], stage: str) -> dict[str, str]:
+    """The stage's cost-allocation tags (config.json ``tags``, top level and stage), without Chalice's own."""
+    return {k: v for k, v in chalice_config(config, stage).tags.items() if k != "aws-chalice"}
+
+
+def api_limits(config: Mapping[str, Any], stage: str) -> dict[str, float]:
+    """The usage plan's throttle and quota per key: the stage's settings, else the defaults."""
+    env = chalice_config(config, stage).environment_variables
+    limits = {}
+    for name, default in DEFAULT_API_LIMITS.items():
+        raw = env.get(name, "").strip()
+        try:
+            limits[name] = type(default)(raw) if raw else default
+        except ValueError:
+            raise DeployError(f"{name} must be a number, got {raw!r}") from None
+        if limits[name] <= 0:
+            raise DeployError(f"{name} must be positive, got {raw!r}")
+    return limits
+
+
+def check_stage(config: Mapping[str, Any], stage: str) -> None:
+    """Refuse a stage that must not reach AWS, or that would expose the job routes without an API key."""
+    if stage == "local":
+        # The local stage carries the emulator's endpoint and dummy credentials; it must never reach AWS.
+        raise DeployError("the local stage is for the local stack only (make serve)")
+    settings = chalice_config(config, stage)
+    if settings.environment_variables.get("DOCPIPE_REQUIRE_API_KEY") != "true":
+        raise DeployError(f"stage {stage} does not require an API key: every deployed stage must (set "
+                          f"DOCPIPE_REQUIRE_API_KEY to \"true\" in stages.{stage}.environment_variables)")
+    if not llm_secret_name(config, stage):
+        raise DeployError(f"stage {stage} names no LLM secret: set DOCPIPE_LLM_SECRET for process_jobs in "
+                          f"stages.{stage}.lambda_functions")
+
+
+def caller_identity(session: Any) -> tuple[str, str]:
+    """(account, partition) of the credentials, asked first so that missing ones stop the deploy at once."""
+    identity = session.client("sts").get_caller_identity()
+    return identity["Account"], identity["Arn"].split(":")[1]
+
+
+def stage_facts(config: Mapping[str, Any], stage: str, *, account: str, partition: str, region: str,
+                api_url: str = "") -> StageFacts:
+    secret = llm_secret_name(config, stage)
+    return StageFacts(stage=stage, account=account, region=region, partition=partition, app_name=config["app_name"],
+                      bucket=bucket_name(config, stage, account, region), api_url=api_url,
+                      # The secret's ARN ends in six random characters; "??????" is how IAM names exactly it.
+                      llm_secret_arn=f"arn:{partition}:secretsmanager:{region}:{account}:secret:{secret}-??????")
 
 
 def _stack_status(cloudformation: Any, stack_name: str) -> str | None:
+    from botocore.exceptions import ClientError
+
     try:
         return cloudformation.describe_stacks(StackName=stack_name)["Stacks"][0]["StackStatus"]
     except ClientError as exc:
@@ -98,21 +154,34 @@ def _failure_reasons(cloudformation: Any, stack_name: str) -> str:
     return "; ".join(reasons[:5]) or "no failed resource reported"
 
 
-def deploy_stack(cloudformation: Any, template_file: Path, stage: str, parameters: Mapping[str, str]) -> dict[str, str]:
+def check_stack_state(stack_name: str, status: str | None) -> None:
+    """Stop with what to do when the stack is busy or stuck; None (no stack) and settled states may go on."""
+    if status in STACK_BUSY:
+        raise DeployError(f"stack {stack_name} is busy ({status}): another deploy, a rollback or a deletion is "
+                          f"running. Wait for it (`aws cloudformation describe-stacks --stack-name {stack_name}`) "
+                          f"and deploy again")
+    if status in STACK_STUCK:
+        raise DeployError(f"stack {stack_name} is {status}: " + STACK_STUCK[status].format(name=stack_name))
+
+
+def deploy_stack(cloudformation: Any, template_file: Path, stage: str, parameters: Mapping[str, str],
+                 tags: Mapping[str, str] | None = None) -> dict[str, str]:
     """Create or update ``docpipe-<stage>`` and wait for it; returns the stack outputs by key.
 
-    No capabilities are passed because the template creates no IAM resources; Chalice manages the roles.
+    The stack's tags reach every resource in it that takes tags. No capabilities are passed: the template creates
+    no IAM resources (Chalice manages the functions' roles).
     """
+    from botocore.exceptions import ClientError, WaiterError
+
     stack_name = f"docpipe-{stage}"
     request = {
         "StackName": stack_name,
         "TemplateBody": template_file.read_text(),
         "Parameters": [{"ParameterKey": key, "ParameterValue": value} for key, value in parameters.items()],
+        "Tags": [{"Key": key, "Value": value} for key, value in (tags or {}).items()],
     }
     status = _stack_status(cloudformation, stack_name)
-    if status == "ROLLBACK_COMPLETE":
-        raise DeployError(f"stack {stack_name} failed its first creation and cannot be updated; delete it with "
-                          f"`aws cloudformation delete-stack --stack-name {stack_name}` and deploy again")
+    check_stack_state(stack_name, status)
     if status is None:
         print(f"Creating stack {stack_name}")
         cloudformation.create_stack(**request)
@@ -132,58 +201,49 @@ def deploy_stack(cloudformation: Any, template_file: Path, stage: str, parameter
         try:
             cloudformation.get_waiter(waiter).wait(StackName=stack_name,
                                                    WaiterConfig={"Delay": 5, "MaxAttempts": 360})
-        except WaiterError as exc:
-            raise DeployError(f"stack {stack_name} did not deploy ({exc}): "
-                              f"{_failure_reasons(cloudformation, stack_name)}") from None
+        except WaiterError:
+            final = _stack_status(cloudformation, stack_name)
+            outcome = ("it rolled back: nothing changed" if final == "UPDATE_ROLLBACK_COMPLETE"
+                       else f"it is now {final}")
+            reasons = _failure_reasons(cloudformation, stack_name)
+            if "LogGroup" in reasons and "already exists" in reasons:
+                # Lambda made the group when the function first ran, before the stack managed its retention.
+                reasons += (". Delete that log group (`aws logs delete-log-group --log-group-name ...`) or import it "
+                            "into the stack, then deploy again")
+            raise DeployError(f"stack {stack_name} did not deploy ({outcome}): {reasons}") from None
     stack = cloudformation.describe_stacks(StackName=stack_name)["Stacks"][0]
     return {output["OutputKey"]: output["OutputValue"] for output in stack.get("Outputs", [])}
 
 
-def set_stage_env(config_file: Path, stage: str, values: Mapping[str, str]) -> bool:
-    """Write stage environment variables into config.json, leaving everything else as it was.
+def stack_parameters(config: Mapping[str, Any], stage: str, bucket: str) -> dict[str, str]:
+    return {
+        "Stage": stage,
+        "BucketName": bucket,
+        "VisibilityTimeoutSeconds": str(visibility_timeout(config, stage)),
+        "DeadLetterVisibilityTimeoutSeconds": str(visibility_timeout(config, stage, DEAD_LETTER_FUNCTION)),
+    }
 
-    Config.json is the record of a stage: a later plain ``chalice deploy`` keeps these values. Returns whether
-    anything changed.
+
+def chalice_deploy(project_dir: Path, built: package.Artefacts, facts: StageFacts) -> dict[str, Any]:
+    """Run Chalice's deployer on the configuration the build used; it finds the checked zips in its cache.
+
+    Checked first: Chalice's cache must hold exactly the checked zips, or it would build and upload others.
     """
-    config = load_config(config_file)
-    env = config["stages"][stage].setdefault("environment_variables", {})
-    if all(env.get(key) == value for key, value in values.items()):
-        return False
-    env.update(values)
-    config_file.write_text(json.dumps(config, indent=2) + "\n")
-    return True
+    from chalice.deploy.deployer import ChaliceDeploymentError
+    from chalice.utils import UI
 
-
-def record_api_url(config_file: Path, stage: str, rest_api_url: str) -> bool:
-    """Store the deployed API URL as DOCPIPE_API_URL, which the keep-warm schedule pings; returns whether it changed.
-
-    Chalice records the URL with a trailing slash; the keep-warm adds ``/health`` itself, so it is stored
-    without one and compared without one.
-    """
-    url = rest_api_url.rstrip("/")
-    current = chalice_config(load_config(config_file), stage).environment_variables.get("DOCPIPE_API_URL", "")
-    if current.rstrip("/") == url:
-        return False
-    return set_stage_env(config_file, stage, {"DOCPIPE_API_URL": url})
-
-
-def chalice_deploy(project_dir: Path, stage: str) -> None:
-    """Run the Chalice CLI installed next to this interpreter, so the deploy uses the same Chalice version."""
-    chalice = Path(sys.executable).parent / "chalice"
-    if not chalice.exists():
-        raise DeployError(f"{chalice} not found; install the dev requirements into this Python environment")
+    runtime = built.manifest["runtime"]
+    for name, cached in package.cached_zips(project_dir, runtime).items():
+        expected = built.manifest["artefacts"][name]["sha256"]
+        if not cached.exists() or package.lambda_digest(cached) != expected:
+            raise DeployError(f"Chalice's cached {cached.name} is not the checked {name}; run the deploy again")
+    factory = stage_factory(project_dir, facts, built.directory / "policies")
+    config = factory.create_config_obj(chalice_stage_name=facts.stage)
+    deployer = factory.create_default_deployer(session=factory.create_botocore_session(), config=config, ui=UI())
     try:
-        subprocess.run([str(chalice), "deploy", "--stage", stage], cwd=project_dir, check=True)
-    except subprocess.CalledProcessError as exc:
-        raise DeployError(f"chalice deploy --stage {stage} exited with status {exc.returncode}") from None
-
-
-def read_deployed(project_dir: Path, stage: str) -> list[dict[str, Any]]:
-    """The resources Chalice recorded for the stage in .chalice/deployed/<stage>.json."""
-    path = project_dir / ".chalice" / "deployed" / f"{stage}.json"
-    if not path.exists():
-        raise DeployError(f"{path} does not exist; chalice deploy did not record the stage")
-    return json.loads(path.read_text())["resources"]
+        return deployer.deploy(config, chalice_stage_name=facts.stage)
+    except ChaliceDeploymentError as exc:
+        raise DeployError(f"chalice could not deploy stage {facts.stage}:\n{exc}") from None
 
 
 def deployed_resource(resources: Sequence[Mapping[str, Any]], resource_type: str, name: str) -> Mapping[str, Any]:
@@ -191,6 +251,14 @@ def deployed_resource(resources: Sequence[Mapping[str, Any]], resource_type: str
         if resource["resource_type"] == resource_type and resource["name"] == name:
             return resource
     raise DeployError(f"chalice recorded no {resource_type} named {name!r}")
+
+
+def api_url_of(record: Mapping[str, Any] | None) -> str:
+    """The deployed API's URL from Chalice's record, without the trailing slash (the keep-warm adds /health)."""
+    for resource in (record or {}).get("resources", []):
+        if resource["resource_type"] == "rest_api":
+            return resource["rest_api_url"].rstrip("/")
+    return ""
 
 
 def _settled_mapping(lambda_client: Any, uuid: str, poll_seconds: float, attempts: int) -> dict[str, Any]:
@@ -205,15 +273,15 @@ def _settled_mapping(lambda_client: Any, uuid: str, poll_seconds: float, attempt
     raise DeployError(f"event source mapping {uuid} stayed {mapping['State']}")
 
 
-def enable_batch_item_failures(lambda_client: Any, project_dir: Path, stage: str, *, poll_seconds: float = 2.0,
-                               attempts: int = 90) -> str:
+def enable_batch_item_failures(lambda_client: Any, resources: Sequence[Mapping[str, Any]], *,
+                               poll_seconds: float = 2.0, attempts: int = 90) -> str:
     """Turn on ReportBatchItemFailures for the worker's SQS event source, check it, and return the mapping UUID.
 
     The worker answers ``{"batchItemFailures": [...]}``. Without this setting Lambda treats that answer as
     success and deletes the failed messages, so a deploy that cannot confirm the setting must fail.
     fail_dead_letters returns no batch failures, so its mapping is left as Chalice made it.
     """
-    uuid = deployed_resource(read_deployed(project_dir, stage), "sqs_event", WORKER_EVENT_SOURCE)["event_uuid"]
+    uuid = deployed_resource(resources, "sqs_event", WORKER_EVENT_SOURCE)["event_uuid"]
     _settled_mapping(lambda_client, uuid, poll_seconds, attempts)
     lambda_client.update_event_source_mapping(UUID=uuid, FunctionResponseTypes=BATCH_ITEM_FAILURES)
     mapping = _settled_mapping(lambda_client, uuid, poll_seconds, attempts)
@@ -223,27 +291,73 @@ def enable_batch_item_failures(lambda_client: Any, project_dir: Path, stage: str
     return uuid
 
 
+def verify_uploaded(lambda_client: Any, resources: Sequence[Mapping[str, Any]], built: package.Artefacts) -> None:
+    """Lambda holds the checked zips: every function's code and the layer, by the digest Lambda computed."""
+    expected = {name: entry["sha256"] for name, entry in built.manifest["artefacts"].items()}
+    mismatches = []
+    for resource in resources:
+        if resource["resource_type"] == "lambda_function":
+            digest = lambda_client.get_function_configuration(FunctionName=resource["lambda_arn"])["CodeSha256"]
+            if digest != expected[package.FUNCTION_ZIP]:
+                mismatches.append(f"function {resource['name']}")
+        elif resource["resource_type"] == "lambda_layer":
+            arn = resource["layer_version_arn"]
+            layer = lambda_client.get_layer_version_by_arn(Arn=arn)
+            if layer["Content"]["CodeSha256"] != expected[package.LAYER_ZIP]:
+                mismatches.append(f"layer {arn}")
+    if mismatches:
+        raise DeployError("Lambda holds code other than the checked build for: " + ", ".join(mismatches))
+
+
 def _all_items(apigateway: Any, operation: str, **params: Any) -> list[dict[str, Any]]:
     return [item for page in apigateway.get_paginator(operation).paginate(**params) for item in page["items"]]
 
 
-def ensure_api_key(apigateway: Any, stage: str, rest_api_id: str, api_stage: str) -> str:
-    """Ensure the usage plan ``docpipe-<stage>`` on the API stage, the key ``docpipe-<stage>-default`` and their
-    link; returns the key id.
+def _differs(current: Any, wanted: Any) -> bool:
+    if isinstance(wanted, str):
+        return current != wanted
+    try:
+        return current is None or float(current) != float(wanted)
+    except (TypeError, ValueError):
+        return True
+
+
+def _plan_limits(limits: Mapping[str, float]) -> tuple[dict[str, Any], dict[str, Any]]:
+    throttle = {"rateLimit": float(limits["DOCPIPE_API_RATE_LIMIT"]),
+                "burstLimit": int(limits["DOCPIPE_API_BURST_LIMIT"])}
+    quota = {"limit": int(limits["DOCPIPE_API_DAILY_QUOTA"]), "period": "DAY"}
+    return throttle, quota
+
+
+def ensure_api_key(apigateway: Any, stage: str, rest_api_id: str, api_stage: str, *,
+                   limits: Mapping[str, float] = DEFAULT_API_LIMITS, tags: Mapping[str, str] | None = None) -> str:
+    """Ensure the usage plan ``docpipe-<stage>`` on the API stage, with its throttle and quota per key, the key
+    ``docpipe-<stage>-default`` and their link; returns the key id.
 
     Chalice marks routes ``api_key_required`` but creates no key or usage plan (chalice #420), so without this
-    step every call to those routes is refused. Everything is found by name, so running it again changes nothing.
+    step every call to those routes is refused. Everything is found by name, so running it again changes nothing
+    but limits that differ from the configured ones.
     """
     plan_name = f"docpipe-{stage}"
     binding = {"apiId": rest_api_id, "stage": api_stage}
+    throttle, quota = _plan_limits(limits)
     plan = next((p for p in _all_items(apigateway, "get_usage_plans") if p["name"] == plan_name), None)
     if plan is None:
         plan = apigateway.create_usage_plan(name=plan_name, description=f"docpipe {stage} API clients",
-                                            apiStages=[binding])
-    elif not any({"apiId": s["apiId"], "stage": s["stage"]} == binding for s in plan.get("apiStages", [])):
-        # The rest API was recreated (new id) or the API Gateway stage renamed: bind the plan to the live one.
-        apigateway.update_usage_plan(usagePlanId=plan["id"], patchOperations=[
-            {"op": "add", "path": "/apiStages", "value": f"{rest_api_id}:{api_stage}"}])
+                                            apiStages=[binding], throttle=throttle, quota=quota, tags=dict(tags or {}))
+    else:
+        patches = []
+        if not any({"apiId": s["apiId"], "stage": s["stage"]} == binding for s in plan.get("apiStages", [])):
+            # The rest API was recreated (new id) or the API Gateway stage renamed: bind the plan to the live one.
+            patches.append({"op": "add", "path": "/apiStages", "value": f"{rest_api_id}:{api_stage}"})
+        for part, wanted in (("throttle", throttle), ("quota", quota)):
+            current = plan.get(part) or {}
+            for key, value in wanted.items():
+                if _differs(current.get(key), value):
+                    patches.append({"op": "replace", "path": f"/{part}/{key}",
+                                    "value": f"{value:g}" if isinstance(value, float) else str(value)})
+        if patches:
+            apigateway.update_usage_plan(usagePlanId=plan["id"], patchOperations=patches)
 
     key_name = f"docpipe-{stage}-default"
     # nameQuery is a prefix match, hence the exact comparison.
@@ -251,7 +365,7 @@ def ensure_api_key(apigateway: Any, stage: str, rest_api_id: str, api_stage: str
                None)
     if key is None:
         key = apigateway.create_api_key(name=key_name, description=f"docpipe {stage} default client key",
-                                        enabled=True)
+                                        enabled=True, tags=dict(tags or {}))
     elif not key["enabled"]:
         # A disabled key was most likely revoked on purpose, so the deploy does not switch it back on.
         print(f"WARNING: API key {key_name} ({key['id']}) is disabled; requests with it are refused")
@@ -262,69 +376,144 @@ def ensure_api_key(apigateway: Any, stage: str, rest_api_id: str, api_stage: str
     return key["id"]
 
 
-def print_summary(stage: str, api_url: str, outputs: Mapping[str, str], mapping_uuid: str,
-                  api_key_id: str | None) -> None:
+def tag_chalice_resources(session: Any, resources: Sequence[Mapping[str, Any]], *, facts: StageFacts,
+                          api_stage: str, tags: Mapping[str, str]) -> None:
+    """Chalice tags only the functions: tag the roles, the API stage and the schedule's rule for cost allocation."""
+    iam, apigateway, events = session.client("iam"), session.client("apigateway"), session.client("events")
+    tag_list = [{"Key": k, "Value": v} for k, v in tags.items()]
+    for resource in resources:
+        kind = resource["resource_type"]
+        if kind == "iam_role":
+            iam.tag_role(RoleName=resource["role_name"], Tags=tag_list)
+        elif kind == "rest_api":
+            apigateway.tag_resource(resourceArn=f"arn:{facts.partition}:apigateway:{facts.region}::/restapis/"
+                                                f"{resource['rest_api_id']}/stages/{api_stage}", tags=dict(tags))
+        elif kind == "cloudwatch_event":
+            arn = events.describe_rule(Name=resource["rule_name"])["Arn"]
+            events.tag_resource(ResourceARN=arn, Tags=tag_list)
+
+
+def print_summary(stage: str, api_url: str, outputs: Mapping[str, str], mapping_uuid: str, api_key_id: str,
+                  built: package.Artefacts, secret: str, key_is_set: bool) -> None:
+    sizes = {name: entry["bytes"] for name, entry in built.manifest["artefacts"].items()}
     print(f"\ndocpipe {stage} is deployed")
     print(f"  API URL:      {api_url}")
+    print(f"  runtime:      {built.manifest['runtime']}; function {sizes[package.FUNCTION_ZIP] / 1024:.0f} kB, "
+          f"layer {sizes[package.LAYER_ZIP] / 1024:.0f} kB (the checked build in {built.directory})")
     print(f"  bucket:       {outputs['BucketName']}")
     print(f"  jobs queue:   {outputs['JobsQueueName']} (dead letters: {outputs['DeadLetterQueueName']})")
     print(f"  worker:       ReportBatchItemFailures is on (event source mapping {mapping_uuid})")
-    if api_key_id:
-        # The key value is a secret: it is never printed, only how to read it.
-        print(f"  API key id:   {api_key_id}")
-        print(f"  its value:    aws apigateway get-api-key --api-key {api_key_id} --include-value")
+    # The key's value is a secret: never printed, only how to read it.
+    print(f"  API key id:   {api_key_id}")
+    print(f"  its value:    aws apigateway get-api-key --api-key {api_key_id} --include-value")
+    if key_is_set:
+        print(f"  LLM key:      in secret {secret} (rotate: make llm-key STAGE={stage})")
+    else:
+        print(f"  LLM key:      NOT SET. Jobs use the offline provider until you run `make llm-key STAGE={stage}`")
 
 
-def deploy(project_dir: Path, stage: str, session: boto3.session.Session) -> None:
+def _deploy_app(project_dir: Path, facts: StageFacts, s3: Any, lambda_client: Any,
+                built: package.Artefacts) -> tuple[dict[str, Any], str]:
+    """Chalice's deploy, the record stored at once (even if a later step fails), and the worker's mapping set."""
+    deployed = chalice_deploy(project_dir, built, facts)
+    deploystate.store_record(s3, facts.bucket, project_dir, facts.stage)
+    return deployed, enable_batch_item_failures(lambda_client, deployed["resources"])
+
+
+def deploy(project_dir: Path, stage: str, session: Any) -> None:
     """The whole sequence, in the order the steps depend on each other (see the module docstring)."""
-    config_file = project_dir / CONFIG_FILE
-    config = load_config(config_file)
-    settings = chalice_config(config, stage)
+    config = load_config(project_dir)
+    check_stage(config, stage)
     region = session.region_name
     if not region:
         raise DeployError("no AWS region configured: set AWS_REGION (or AWS_DEFAULT_REGION) or a profile region")
+    account, partition = caller_identity(session)
+    tags = stage_tags(config, stage)
+    s3, lambda_client = session.client("s3"), session.client("lambda")
 
-    outputs = deploy_stack(session.client("cloudformation"), project_dir / TEMPLATE_FILE, stage, {
-        "Stage": stage,
-        "BucketName": bucket_name(config, stage, session.client("sts"), region),
-        "VisibilityTimeoutSeconds": str(visibility_timeout(config, stage)),
-    })
-    # app.py reads DOCPIPE_BUCKET when Chalice imports it, to subscribe the upload trigger: write it first.
-    set_stage_env(config_file, stage, {"DOCPIPE_BUCKET": outputs["BucketName"]})
+    # Nothing is written to AWS before the artefacts are built and checked.
+    facts = stage_facts(config, stage, account=account, partition=partition, region=region)
+    facts = replace(facts, api_url=api_url_of(deploystate.read_record(s3, facts.bucket, stage)))
+    built = package.build(project_dir, facts)
+    print(package.describe(built))
 
-    chalice_deploy(project_dir, stage)
-    lambda_client = session.client("lambda")
-    mapping_uuid = enable_batch_item_failures(lambda_client, project_dir, stage)
+    outputs = deploy_stack(session.client("cloudformation"), project_dir / TEMPLATE_FILE, stage,
+                           stack_parameters(config, stage, facts.bucket), tags)
+    secretsmanager = session.client("secretsmanager")
+    secret = llm_secret_name(config, stage)
+    llm_key.ensure_secret(secretsmanager, secret, stage=stage, tags=tags)
 
-    rest_api = deployed_resource(read_deployed(project_dir, stage), "rest_api", "rest_api")
-    if record_api_url(config_file, stage, rest_api["rest_api_url"]):
-        print("DOCPIPE_API_URL changed; deploying again so the keep-warm schedule pings the new URL")
-        chalice_deploy(project_dir, stage)
-        # The second deploy updates the mapping without FunctionResponseTypes; set it again and check it.
-        mapping_uuid = enable_batch_item_failures(lambda_client, project_dir, stage)
+    owner = f"{getpass.getuser()}@{socket.gethostname()}"
+    with deploystate.DeployLock(s3, facts.bucket, stage, owner=owner):
+        record = deploystate.fetch_record(s3, facts.bucket, project_dir, stage)
+        if api_url_of(record) != facts.api_url:
+            # The stage's record changed since the build looked (another checkout deployed): build with it.
+            facts = replace(facts, api_url=api_url_of(record))
+            built = package.build(project_dir, facts)
+        deployed, mapping_uuid = _deploy_app(project_dir, facts, s3, lambda_client, built)
+        if api_url_of(deployed) != facts.api_url:
+            print("First deploy of the API: deploying again so the keep-warm schedule pings its URL")
+            facts = replace(facts, api_url=api_url_of(deployed))
+            built = package.build(project_dir, facts)
+            deployed, mapping_uuid = _deploy_app(project_dir, facts, s3, lambda_client, built)
+        verify_uploaded(lambda_client, deployed["resources"], built)
 
-    api_key_id = None
-    if settings.environment_variables.get("DOCPIPE_REQUIRE_API_KEY") == "true":
-        api_key_id = ensure_api_key(session.client("apigateway"), stage, rest_api["rest_api_id"],
-                                    settings.api_gateway_stage)
-    print_summary(stage, rest_api["rest_api_url"].rstrip("/"), outputs, mapping_uuid, api_key_id)
+        rest_api = deployed_resource(deployed["resources"], "rest_api", "rest_api")
+        api_stage = chalice_config(config, stage).api_gateway_stage
+        api_key_id = ensure_api_key(session.client("apigateway"), stage, rest_api["rest_api_id"], api_stage,
+                                    limits=api_limits(config, stage), tags=tags)
+        tag_chalice_resources(session, deployed["resources"], facts=facts, api_stage=api_stage, tags=tags)
+    print_summary(stage, facts.api_url, outputs, mapping_uuid, api_key_id, built, secret,
+                  llm_key.has_value(secretsmanager, secret))
+
+
+def explain(exc: Exception) -> str:
+    """What went wrong, in a sentence an operator can act on (credentials, network, a refused call)."""
+    from botocore.exceptions import (ClientError, EndpointConnectionError, NoCredentialsError, NoRegionError,
+                                     PartialCredentialsError, ProfileNotFound, TokenRetrievalError)
+
+    if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+        return ("no AWS credentials found: set AWS_PROFILE (after `aws sso login` or `aws configure`) or "
+                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+    if isinstance(exc, TokenRetrievalError):
+        return f"the AWS session has expired: sign in again (`aws sso login`) ({exc})"
+    if isinstance(exc, ProfileNotFound):
+        return f"{exc}: check AWS_PROFILE against ~/.aws/config"
+    if isinstance(exc, NoRegionError):
+        return "no AWS region configured: set AWS_REGION (or AWS_DEFAULT_REGION) or a profile region"
+    if isinstance(exc, EndpointConnectionError):
+        return f"cannot reach AWS ({exc}): check the network and the region"
+    if isinstance(exc, ClientError):
+        code = exc.response["Error"].get("Code", "")
+        message = exc.response["Error"].get("Message", "")
+        if code in ("ExpiredToken", "ExpiredTokenException", "RequestExpired"):
+            return "the AWS credentials have expired: refresh them (`aws sso login`, or new keys) and deploy again"
+        if code in ("InvalidClientTokenId", "UnrecognizedClientException", "SignatureDoesNotMatch",
+                    "InvalidAccessKeyId"):
+            return f"AWS does not accept these credentials ({code}): check AWS_PROFILE or the access keys"
+        if code in ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation"):
+            return f"these credentials may not {exc.operation_name}: {message}"
+        return f"AWS refused {exc.operation_name}: {code}: {message}"
+    return str(exc)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Deploy a docpipe stage: infrastructure stack, Chalice app, "
-                                                 "and the settings Chalice cannot make.")
+    parser = argparse.ArgumentParser(description="Deploy a docpipe stage: checked build, infrastructure stack, "
+                                                 "Chalice app, and the settings Chalice cannot make.")
     parser.add_argument("--stage", default="dev", help="stage in .chalice/config.json (default: dev)")
     parser.add_argument("--project-dir", type=Path, default=Path.cwd(),
                         help="docpipe project directory (default: the current directory)")
     args = parser.parse_args(argv)
-    if args.stage == "local":
-        # The local stage carries the emulator's endpoint and dummy credentials; it must never reach AWS.
-        print("deploy failed: the local stage is for the local stack only (make serve)", file=sys.stderr)
-        return 1
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
     try:
         deploy(args.project_dir.resolve(), args.stage, boto3.session.Session())
-    except DeployError as exc:
+    except (DeployError, StageError, artefacts.ArtefactError, deploystate.StateError) as exc:
         print(f"deploy failed: {exc}", file=sys.stderr)
+        return 1
+    except (BotoCoreError, ClientError) as exc:
+        print(f"deploy failed: {explain(exc)}", file=sys.stderr)
         return 1
     return 0
 

@@ -66,14 +66,25 @@ def reset_circuit(services) -> None:
         counters.clear()
 
 
+def forget_map_answers(services) -> None:
+    from chalicelib.mapcache import CACHE_PREFIX
+
+    s3 = aws_client("s3")
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=services.settings.bucket, Prefix=CACHE_PREFIX):
+        for item in page.get("Contents", []):
+            s3.delete_object(Bucket=services.settings.bucket, Key=item["Key"])
+
+
 @pytest.fixture
 def llm(services, monkeypatch):
     """A fake OpenAI endpoint configured through the standard variables, as a deployment would.
 
-    A fresh port, so no map answer cached by another test can match its requests. The circuit breaker is out of the
-    way (closed, with a threshold these tests never reach): each failure must reach the job's own retry logic.
+    No map answer cached by another test can match its requests: the cache is emptied (a fresh port alone is not
+    enough, the system may hand out a port an earlier test's fake used). The circuit breaker is out of the way
+    (closed, with a threshold these tests never reach): each failure must reach the job's own retry logic.
     """
     reset_circuit(services)
+    forget_map_answers(services)
     with FakeOpenAI() as fake:
         monkeypatch.setenv("OPENAI_BASE_URL", fake.base_url)
         monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
