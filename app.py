@@ -9,10 +9,10 @@ import os
 
 from chalice import Chalice, ConvertToMiddleware, Rate
 
-from chalicelib import api
+from chalicelib.entry import api
 from chalicelib.config import get_settings
 from chalicelib.observability import logger, metrics
-from chalicelib.services import get_services
+from chalicelib.bootstrap import get_services
 
 app = Chalice(app_name="docpipe")
 app.api.binary_types.append("application/pdf")
@@ -75,27 +75,27 @@ def retry_job(job_id):
 @app.on_sqs_message(queue=JOBS_QUEUE, batch_size=WORKER_BATCH_SIZE, maximum_batching_window_in_seconds=1,
                     maximum_concurrency=WORKER_MAX_CONCURRENCY)
 def process_jobs(event):
-    from chalicelib.worker import handle_job_batch
+    from chalicelib.entry.worker import handle_job_batch
 
     return handle_job_batch(event.to_dict(), event.context, get_services())
 
 
 @app.on_sqs_message(queue=DEAD_LETTER_QUEUE, batch_size=10)
 def fail_dead_letters(event):
-    from chalicelib.worker import handle_dead_letters
+    from chalicelib.entry.worker import handle_dead_letters
 
     handle_dead_letters(event.to_dict(), get_services())
 
 
 @app.on_s3_event(bucket=BUCKET, prefix="incoming/", events=["s3:ObjectCreated:*"])
 def start_job_from_upload(event):
-    from chalicelib.uploads import handle_upload
+    from chalicelib.entry.uploads import handle_upload
 
     handle_upload(event.bucket, event.key, get_services(), event.context)
 
 
 @app.schedule(Rate(5, unit=Rate.MINUTES))
 def keep_warm(event):
-    from chalicelib.keepwarm import ping
+    from chalicelib.entry.keepwarm import ping
 
     return ping(get_settings().api_url)

@@ -74,7 +74,7 @@ def _measure(reader: str, data: bytes) -> dict[str, Any]:
     warnings: list[str] = []
     started = time.perf_counter()
     if reader == "docpipe":
-        from chalicelib.extract import extract_document
+        from chalicelib.documents.reading import extract_document
 
         document = extract_document(data, max_pages=2000, declared_type="pdf")
         pages, warnings = document.page_count, document.warnings
@@ -93,7 +93,7 @@ def _small_document_overhead() -> dict[str, float]:
 
     from pypdf import PdfReader
 
-    from chalicelib.extract import extract_document
+    from chalicelib.documents.reading import extract_document
     from tests.pdfgen import make_pdf
 
     _load_worker()
@@ -117,8 +117,8 @@ def _small_document_overhead() -> dict[str, float]:
 
 def _gate_cost() -> dict[str, float]:
     """Milliseconds per page of the gate alone, on the long documents' pages and on pages in other scripts."""
-    from chalicelib.legibility import assess_page, score_text
-    from chalicelib.pdfpages import ReadingLimits, read_pages
+    from chalicelib.documents.legibility import assess_page, score_text
+    from chalicelib.documents.pdfpages import ReadingLimits, read_pages
     from tests.languages import GOOD
 
     score_text("warm up the stopword lists and the ideograph sets")
@@ -154,7 +154,7 @@ def _load_worker() -> None:
     import app  # noqa: F401
     import openai  # noqa: F401
 
-    from chalicelib.tokens import get_encoding
+    from chalicelib.documents.tokens import get_encoding
 
     get_encoding("gpt-4o-mini")
 

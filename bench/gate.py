@@ -32,7 +32,7 @@ def run() -> str:
 
 def _verdicts_of_pdf(data: bytes) -> list[str]:
     from chalicelib.errors import JobFailure
-    from chalicelib.extract import read_document
+    from chalicelib.documents.reading import read_document
 
     try:
         pages = read_document(data, max_pages=2000, declared_type="pdf")
@@ -42,7 +42,7 @@ def _verdicts_of_pdf(data: bytes) -> list[str]:
 
 
 def _name(reason: object) -> str:
-    from chalicelib.legibility import Verdict
+    from chalicelib.documents.legibility import Verdict
 
     if reason is None or reason == "blank":
         return "kept" if reason is None else "blank"
@@ -109,7 +109,7 @@ def _generated_bad() -> Iterable[tuple[str, str, list[str]]]:
 def _catalogs() -> Iterable[tuple[str, str, list[str]]]:
     import gettext
 
-    from chalicelib.legibility import assess_page
+    from chalicelib.documents.legibility import assess_page
 
     paths = sorted(glob.glob(CATALOGS))
     if not paths:

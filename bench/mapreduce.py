@@ -138,13 +138,13 @@ class _Stack:
 def _services(fake_url: str, concurrency: int) -> Any:
     import boto3
 
-    from chalicelib import aws
+    from chalicelib.aws import clients as aws
     from chalicelib.config import load_settings
-    from chalicelib.jobs import JobStore
-    from chalicelib.mapcache import MapCache
-    from chalicelib.services import JobQueue, Services
-    from chalicelib.storage import DocumentStore
-    from chalicelib.usage import price_table
+    from chalicelib.jobs.store import JobStore
+    from chalicelib.aws.mapcache import MapCache
+    from chalicelib.bootstrap import JobQueue, Services
+    from chalicelib.aws.storage import DocumentStore
+    from chalicelib.llm.usage import price_table
 
     settings = load_settings({**os.environ, "OPENAI_BASE_URL": fake_url, "OPENAI_API_KEY": "sk-bench",
                               "DOCPIPE_LLM_CONCURRENCY": str(concurrency), "DOCPIPE_BREAKER_FAILURES": "1000"})
@@ -155,8 +155,8 @@ def _services(fake_url: str, concurrency: int) -> Any:
 
 
 def _clear_cache() -> None:
-    from chalicelib import aws
-    from chalicelib.mapcache import CACHE_PREFIX
+    from chalicelib.aws import clients as aws
+    from chalicelib.aws.mapcache import CACHE_PREFIX
 
     s3 = aws.client("s3")
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=CACHE_PREFIX):
@@ -166,8 +166,8 @@ def _clear_cache() -> None:
 
 
 def _docpipe(name: str, fake: Any, data: bytes, declared: str, *, concurrency: int, warm: bool = False) -> Row:
-    from chalicelib.jobs import Job
-    from chalicelib.pipeline import process_job
+    from chalicelib.jobs.store import Job
+    from chalicelib.pipeline.run import process_job
 
     if not warm:
         _clear_cache()
@@ -192,10 +192,10 @@ def _docpipe(name: str, fake: Any, data: bytes, declared: str, *, concurrency: i
 
 
 def _chunks(data: bytes, declared: str) -> list[Any]:
-    from chalicelib.chunking import chunk_document
+    from chalicelib.documents.chunking import chunk_document
     from chalicelib.config import load_settings
-    from chalicelib.extract import extract_document
-    from chalicelib.tokens import get_encoding
+    from chalicelib.documents.reading import extract_document
+    from chalicelib.documents.tokens import get_encoding
 
     settings = load_settings(os.environ)
     document = extract_document(data, max_pages=settings.max_document_pages, declared_type=declared)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Mapping
 
-from chalicelib.pdfpages import ReadingLimits
+from chalicelib.documents.pdfpages import ReadingLimits
 
 
 class ConfigError(ValueError):

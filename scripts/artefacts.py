@@ -224,11 +224,12 @@ import importlib, json, os, sys, pathlib
 task, site, runtime, modules = json.loads(sys.argv[1])
 sys.path[:0] = [task, site, runtime]
 import app
-for path in sorted(pathlib.Path(task, "chalicelib").glob("*.py")):
-    importlib.import_module("chalicelib." + path.stem)
+root = pathlib.Path(task)
+for path in sorted((root / "chalicelib").rglob("*.py")):
+    importlib.import_module(".".join(path.relative_to(root).with_suffix("").parts).removesuffix(".__init__"))
 for module in modules:
     importlib.import_module(module)
-from chalicelib.tokens import count_tokens
+from chalicelib.documents.tokens import count_tokens
 assert count_tokens("docpipe runs on Lambda", "gpt-4o-mini") > 0
 print(json.dumps({"python": sys.version.split()[0], "app": app.app.app_name}))
 """

@@ -73,7 +73,7 @@ def pytest_sessionfinish(session, exitstatus):
 def services():
     """The app's real services against the emulator, rebuilt per test so settings changes take effect."""
     from chalicelib.config import get_settings
-    from chalicelib.services import get_services
+    from chalicelib.bootstrap import get_services
 
     get_settings.cache_clear()
     get_services.cache_clear()
@@ -92,7 +92,7 @@ def client(services):
 
 @pytest.fixture
 def sqs(services):
-    from chalicelib import aws
+    from chalicelib.aws import clients as aws
 
     return aws.client("sqs")
 

@@ -33,7 +33,7 @@ _TAG = re.compile(r'<document pages="(\d+(?:-\d+)?)">\n(.*)\n</document>', re.S)
 
 def aws_client(service: str):
     """The app's own client, so a test reaches the emulator exactly as the app does."""
-    from chalicelib import aws
+    from chalicelib.aws import clients as aws
 
     return aws.client(service)
 
@@ -41,7 +41,7 @@ def aws_client(service: str):
 def refresh_settings() -> None:
     """Settings are read once and cached; after changing the environment the app must read them again."""
     from chalicelib.config import get_settings
-    from chalicelib.services import get_services
+    from chalicelib.bootstrap import get_services
 
     get_settings.cache_clear()
     get_services.cache_clear()
@@ -57,7 +57,7 @@ def reset_circuit(services) -> None:
     """No LLM circuit state left by other tests: none stored, none counted in this process."""
     from aws_lambda_powertools.utilities.circuit_breaker import base
 
-    from chalicelib import breaker
+    from chalicelib.llm import breaker
 
     aws_client("dynamodb").delete_item(TableName=services.settings.idempotency_table,
                                        Key={"id": {"S": breaker.CIRCUIT_NAME}})
@@ -67,7 +67,7 @@ def reset_circuit(services) -> None:
 
 
 def forget_map_answers(services) -> None:
-    from chalicelib.mapcache import CACHE_PREFIX
+    from chalicelib.aws.mapcache import CACHE_PREFIX
 
     s3 = aws_client("s3")
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=services.settings.bucket, Prefix=CACHE_PREFIX):

@@ -14,7 +14,7 @@ import subprocess
 
 import pytest
 
-from chalicelib.services import get_services
+from chalicelib.bootstrap import get_services
 from tests.conftest import PROJECT, corpus_file
 from tests.pdfgen import make_pdf
 from tests.taskflow import aws_client, configure, job_count, queued_job_ids

@@ -9,7 +9,7 @@ import uuid
 import pytest
 from botocore.exceptions import ClientError
 
-from chalicelib.mapcache import CACHE_PREFIX, CacheWriter, MapCache, map_cache_key, map_cache_scope
+from chalicelib.aws.mapcache import CACHE_PREFIX, CacheWriter, MapCache, map_cache_key, map_cache_scope
 from tests.conftest import BUCKET, sqs_event
 from tests.taskflow import (configure, excerpt, get_job, get_result, llm, map_requests, receive, run_job,  # noqa: F401
                             submit)
@@ -94,7 +94,7 @@ def deliver_batch(client, messages: list[dict], *, receive_count: int = 1) -> di
 
 def test_answers_are_stored_in_batches_under_the_documents_scope_in_the_clients_folder(client, sqs, drain_queue,
                                                                                        small_chunks):
-    from chalicelib import aws
+    from chalicelib.aws import clients as aws
 
     marker = f"Logbook{uuid.uuid4().hex[:8]}"
     job, result = run_job(client, sqs, drain_queue, submit(client, {"text": f"{marker} {TEXT}"},
@@ -150,7 +150,7 @@ def test_an_unreachable_cache_is_a_miss_and_never_fails_the_job():
 
 
 def test_stored_batches_are_read_back_together(services):
-    from chalicelib import aws
+    from chalicelib.aws import clients as aws
 
     cache = MapCache(aws.client("s3"), services.settings.bucket, prefix="cache/map-test/")
     scope = map_cache_scope(owner="alice", **{k: v for k, v in IDENTITY.items() if k not in ("pages", "text")},

@@ -1,4 +1,4 @@
-"""Property tests of chalicelib.chunking: offsets, token limits, coverage, overlap and page spans.
+"""Property tests of chalicelib.documents.chunking: offsets, token limits, coverage, overlap and page spans.
 
 Documents are built the way the worker builds them: UTF-8 text bytes with form-feed page breaks through
 ``extract_document``, then ``chunk_document`` with the model's real tokenizer (tiktoken, o200k for gpt-4o-mini).
@@ -14,11 +14,11 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from chalicelib.chunking import chunk_document
+from chalicelib.documents.chunking import chunk_document
 from chalicelib.config import load_settings
 from chalicelib.errors import JobFailure
-from chalicelib.extract import Document, extract_document
-from chalicelib.tokens import get_encoding
+from chalicelib.documents.reading import Document, extract_document
+from chalicelib.documents.tokens import get_encoding
 
 ENCODING = get_encoding("gpt-4o-mini")
 PROPERTIES = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

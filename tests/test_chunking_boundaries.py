@@ -10,9 +10,9 @@ import random
 
 import pytest
 
-from chalicelib.chunking import chunk_document
-from chalicelib.extract import extract_document
-from chalicelib.tokens import get_encoding
+from chalicelib.documents.chunking import chunk_document
+from chalicelib.documents.reading import extract_document
+from chalicelib.documents.tokens import get_encoding
 
 ENCODING = get_encoding("gpt-4o-mini")
 WORDS = ("harbour lighthouse keeper ships night storm sea morning bread market fleet evening tide rope sail "

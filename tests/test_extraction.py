@@ -1,4 +1,4 @@
-"""Unit tests of chalicelib.extract: normalisation, sniffing, page boundaries and every failure code.
+"""Unit tests of chalicelib.documents.reading: normalisation, sniffing, page boundaries and every failure code.
 
 Fast and offline: PDFs come from tests/pdfgen.make_pdf; no AWS emulator resource is touched.
 """
@@ -10,7 +10,7 @@ import random
 import pytest
 
 from chalicelib.errors import JobFailure
-from chalicelib.extract import extract_document, normalise, sniff
+from chalicelib.documents.reading import extract_document, normalise, sniff
 from tests.pdfgen import make_pdf
 
 DOCUMENT_CODES = {"corrupt_pdf", "no_text", "empty", "unsupported_type", "encrypted", "too_large"}

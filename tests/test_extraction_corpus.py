@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from chalicelib.errors import JobFailure
-from chalicelib.extract import extract_document
+from chalicelib.documents.reading import extract_document
 from tests.conftest import CORPUS_FAILURES, corpus_file, corpus_manifest
 
 FAILURES = CORPUS_FAILURES

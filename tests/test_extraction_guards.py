@@ -1,4 +1,4 @@
-"""What extract_document does with the PDFs that take Lambdas down: the guards of chalicelib.pdfpages, end to end.
+"""What extract_document does with the PDFs that take Lambdas down: the guards of chalicelib.documents.pdfpages, end to end.
 
 Generated cases the corpus lacks: a page tree whose /Count lies, a page too slow to read, a page that exhausts
 memory, a reader that crashes or hangs for ever, fonts without a Unicode map, an XFA placeholder, a truncated real
@@ -21,8 +21,8 @@ import pytest
 
 from chalicelib.config import ConfigError, load_settings
 from chalicelib.errors import JobFailure
-from chalicelib.extract import Document, ReadingLimits, extract_document
-from chalicelib.pdfpages import idle_readers, retire_idle_reader
+from chalicelib.documents.reading import Document, ReadingLimits, extract_document
+from chalicelib.documents.pdfpages import idle_readers, retire_idle_reader
 from tests.conftest import corpus_file
 from tests.pdfcraft import crafted_pdf, glyph_page, text_page
 from tests.pdfgen import make_pdf

@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 
 from chalicelib.errors import JobFailure
-from chalicelib.extract import Document, ReadingLimits, extract_document, read_document
-from chalicelib.legibility import A4_AREA, Finding, assess_page
+from chalicelib.documents.reading import Document, ReadingLimits, extract_document, read_document
+from chalicelib.documents.legibility import A4_AREA, Finding, assess_page
 from tests.languages import GOOD, LOOK_ALIKE_OCR, LOOK_ALIKE_SWAP, glyph_numbers
 from tests.pdfcraft import crafted_pdf, glyph_page, image_page, unicode_page
 
@@ -165,7 +165,7 @@ def test_an_image_page_is_judged_by_its_characters_per_a4_of_area(characters, co
 
 
 def test_the_reader_measures_page_area_and_image_cover_on_sparse_pages_only():
-    from chalicelib.pdfpages import read_pages
+    from chalicelib.documents.pdfpages import read_pages
 
     pages = read_pages(crafted_pdf([image_page("label", cover=0.5), unicode_page(GOOD["english"])]),
                        max_pages=10, limits=LIMITS)

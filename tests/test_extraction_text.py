@@ -14,9 +14,9 @@ import string
 import pytest
 
 from chalicelib.errors import JobFailure
-from chalicelib.extract import extract_document
-from chalicelib.legibility import is_xfa_placeholder, looks_garbled
-from chalicelib.normalise import join_hyphenated, normalise
+from chalicelib.documents.reading import extract_document
+from chalicelib.documents.legibility import is_xfa_placeholder, looks_garbled
+from chalicelib.documents.normalise import join_hyphenated, normalise
 from tests.languages import GOOD, LOOK_ALIKE_OCR, glyph_numbers
 
 LANGUAGE = {

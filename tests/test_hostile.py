@@ -16,8 +16,8 @@ import uuid
 
 import pytest
 
-from chalicelib.jobs import Job
-from chalicelib.prompts import as_data
+from chalicelib.jobs.store import Job
+from chalicelib.llm.prompts import as_data
 from tests.taskflow import (configure, deliver, get_job, job_count, llm, queued_job_ids, receive,  # noqa: F401
                             run_job, submit)
 

@@ -62,7 +62,7 @@ def fake_api():
 def use_api_url(monkeypatch, url: str | None) -> None:
     """Point the app at ``url`` (or at nothing); settings are cached, so make the app read them again."""
     from chalicelib.config import get_settings
-    from chalicelib.services import get_services
+    from chalicelib.bootstrap import get_services
 
     if url is None:
         monkeypatch.delenv("DOCPIPE_API_URL", raising=False)

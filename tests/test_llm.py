@@ -1,4 +1,4 @@
-"""chalicelib.llm against a fake OpenAI server: the real openai SDK does the HTTP, retries and timeouts."""
+"""chalicelib.llm.chat against a fake OpenAI server: the real openai SDK does the HTTP, retries and timeouts."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 import pytest
 
 from chalicelib.errors import JobFailure, TransientError
-from chalicelib.llm import ChatModel, Completion, redact
+from chalicelib.llm.chat import ChatModel, Completion, redact
 from tests.fake_openai import FakeOpenAI
 
 pytestmark = pytest.mark.timeout(60)

@@ -8,10 +8,10 @@ import uuid
 
 import pytest
 
-from chalicelib import aws
+from chalicelib.aws import clients as aws
 from chalicelib.config import ConfigError, load_settings, with_llm_secret
 from chalicelib.errors import TransientError
-from chalicelib.services import llm_secret_reader
+from chalicelib.bootstrap import llm_secret_reader
 
 
 def test_locally_the_environment_variables_set_the_endpoint_and_no_secret_is_read(services):
@@ -49,7 +49,7 @@ def test_a_malformed_secret_is_refused_without_repeating_its_value(secret):
 def test_a_rotated_key_replaces_the_old_one_and_an_empty_secret_leaves_the_offline_provider(services, monkeypatch):
     values = iter(['{"api_key": "sk-first"}', '{"api_key": "sk-rotated"}', None])
     warnings = []
-    monkeypatch.setattr("chalicelib.services.logger.warning", lambda message, **kw: warnings.append(message))
+    monkeypatch.setattr("chalicelib.bootstrap.logger.warning", lambda message, **kw: warnings.append(message))
     services.settings = load_settings({"DOCPIPE_LLM_SECRET": "docpipe/dev/llm"})
     services.llm_secret = lambda: next(values)
 

@@ -9,13 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chalicelib.chunking import Chunk
-from chalicelib.custom_prompt import PromptTask
-from chalicelib.llm import Completion, ContextLengthExceeded
-from chalicelib.mapreduce import (PARTIAL_TAG_TOKENS, Partial, ReduceBudget, UnusableAnswer, estimate_reduce,
+from chalicelib.documents.chunking import Chunk
+from chalicelib.tasks.prompt import PromptTask
+from chalicelib.llm.chat import Completion, ContextLengthExceeded
+from chalicelib.pipeline.mapreduce import (PARTIAL_TAG_TOKENS, Partial, ReduceBudget, UnusableAnswer, estimate_reduce,
                                   halve_chunk, map_chunks, reduce_hierarchically)
-from chalicelib.summarize import TOKENS_PER_WORD, LLMSummarizer
-from chalicelib.tokens import get_encoding
+from chalicelib.tasks.summarize import TOKENS_PER_WORD, LLMSummarizer
+from chalicelib.documents.tokens import get_encoding
 
 pytestmark = pytest.mark.timeout(60)
 ENCODING = get_encoding("gpt-4o-mini")

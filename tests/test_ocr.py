@@ -17,7 +17,7 @@ from botocore.stub import Stubber
 from moto.textract.models import TextractBackend
 
 from chalicelib.errors import TransientError
-from chalicelib.ocr import OCR_PREFIX, TextractOCR
+from chalicelib.documents.ocr import OCR_PREFIX, TextractOCR
 from tests.conftest import BUCKET
 from tests.languages import GOOD
 from tests.pdfcraft import crafted_pdf, image_page, unicode_page

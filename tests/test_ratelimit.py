@@ -9,8 +9,8 @@ import openai
 import pytest
 
 from chalicelib.errors import JobFailure, TransientError
-from chalicelib.llm import MIN_ATTEMPT_SECONDS, ChatModel, EndpointBusy
-from chalicelib.ratelimit import OutOfTime, Throttle
+from chalicelib.llm.chat import MIN_ATTEMPT_SECONDS, ChatModel, EndpointBusy
+from chalicelib.llm.ratelimit import OutOfTime, Throttle
 from tests.fake_openai import FakeOpenAI
 from tests.taskflow import llm  # noqa: F401  (a fixture)
 

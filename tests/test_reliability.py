@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from chalicelib.jobs import QUEUED, RUNNING, Job
+from chalicelib.jobs.store import QUEUED, RUNNING, Job
 from tests.conftest import sqs_event
 from tests.fake_openai import FakeOpenAI
 
@@ -47,7 +47,7 @@ def use_llm(monkeypatch, fake: FakeOpenAI, **settings: str) -> None:
     for name, value in settings.items():
         monkeypatch.setenv(name, value)
     from chalicelib.config import get_settings
-    from chalicelib.services import get_services
+    from chalicelib.bootstrap import get_services
 
     get_settings.cache_clear()
     get_services.cache_clear()
@@ -78,7 +78,7 @@ def test_only_a_failed_job_can_be_retried(client, services, sqs, drain_queue):
 # --- heartbeat -------------------------------------------------------------------------------------------------------
 
 def test_a_running_job_keeps_its_message_hidden_and_its_lease_held(services, sqs, drain_queue):
-    from chalicelib.worker import Heartbeat
+    from chalicelib.entry.worker import Heartbeat
 
     job_id = uuid.uuid4().hex
     services.jobs.create(Job(job_id=job_id, status=QUEUED, task={"type": "summarize"}, document={},
@@ -106,7 +106,8 @@ def closed_circuit(services):
     """Each test starts with a closed circuit: no stored state, no counters left in this process."""
     from aws_lambda_powertools.utilities.circuit_breaker import base
 
-    from chalicelib import aws, breaker
+    from chalicelib.aws import clients as aws
+    from chalicelib.llm import breaker
 
     def reset():
         aws.client("dynamodb").delete_item(TableName=services.settings.idempotency_table,
@@ -126,7 +127,7 @@ def test_an_llm_outage_opens_the_circuit_and_jobs_wait_instead_of_burning_delive
         fake.script([("status", 500)] * 200)
         use_llm(monkeypatch, fake, DOCPIPE_BREAKER_FAILURES="2", DOCPIPE_BREAKER_RECOVERY_SECONDS="2",
                 DOCPIPE_LLM_MAX_ATTEMPTS="1", DOCPIPE_LLM_CONCURRENCY="1", DOCPIPE_RETRY_BACKOFF_SECONDS="1")
-        from chalicelib.services import get_services
+        from chalicelib.bootstrap import get_services
 
         services = get_services()
         jobs = [submit(client) for _ in range(4)]

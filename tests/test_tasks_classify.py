@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from chalicelib.classify import Vote, decide
+from chalicelib.tasks.classify import Vote, decide
 from chalicelib.errors import RequestError
-from chalicelib.tasks import parse_task, task_from_query
+from chalicelib.tasks.spec import parse_task, task_from_query
 from tests.taskflow import configure, excerpt, llm, map_requests, run_job, submit, system_text  # noqa: F401
 
 pytestmark = pytest.mark.timeout(60)

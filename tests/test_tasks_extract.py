@@ -8,9 +8,9 @@ import re
 import pytest
 
 from chalicelib.errors import RequestError
-from chalicelib.jsonmerge import merge_answers
-from chalicelib.structured import relaxed_schema
-from chalicelib.tasks import parse_task, task_from_query
+from chalicelib.tasks.jsonmerge import merge_answers
+from chalicelib.tasks.extract import relaxed_schema
+from chalicelib.tasks.spec import parse_task, task_from_query
 from tests.fake_openai import error_body
 from tests.taskflow import (API_KEY, configure, excerpt, job_count, llm, map_requests,  # noqa: F401
                             queued_job_ids, run_job, submit, user_text)

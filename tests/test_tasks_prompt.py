@@ -7,8 +7,8 @@ import json
 import pytest
 
 from chalicelib.errors import RequestError
-from chalicelib.prompts import as_data
-from chalicelib.tasks import parse_task
+from chalicelib.llm.prompts import as_data
+from chalicelib.tasks.spec import parse_task
 from tests.taskflow import (configure, excerpt, job_count, llm, map_requests, queued_job_ids, run_job,  # noqa: F401
                             submit, system_text, user_text)
 

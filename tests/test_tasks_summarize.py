@@ -143,9 +143,9 @@ def test_tokens_cost_calls_and_latency_are_emitted_as_metrics_per_model(client, 
 def test_a_job_with_too_little_invocation_time_left_hands_itself_back_without_calling(client, llm):
     import time
 
-    from chalicelib.pipeline import FINISH_SECONDS, process_job
-    from chalicelib.ratelimit import OutOfTime
-    from chalicelib.services import get_services
+    from chalicelib.pipeline.run import FINISH_SECONDS, process_job
+    from chalicelib.llm.ratelimit import OutOfTime
+    from chalicelib.bootstrap import get_services
 
     job_id = submit(client, {"text": PAGES[0]}, {"type": "summarize"})
 

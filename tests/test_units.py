@@ -8,13 +8,13 @@ import time
 
 import pytest
 
-from chalicelib.chunking import Chunk
+from chalicelib.documents.chunking import Chunk
 from chalicelib.config import ConfigError, load_settings
 from chalicelib.errors import RequestError
-from chalicelib.jobs import FAILED, QUEUED, RUNNING, SUCCEEDED, Job, JobStore
-from chalicelib.summarize import ExtractiveSummarizer, Partial, map_words_for, reduce_partials
-from chalicelib.tasks import parse_task, task_from_query
-from chalicelib.usage import Usage, cost_usd, price_table
+from chalicelib.jobs.store import FAILED, QUEUED, RUNNING, SUCCEEDED, Job, JobStore
+from chalicelib.tasks.summarize import ExtractiveSummarizer, Partial, map_words_for, reduce_partials
+from chalicelib.tasks.spec import parse_task, task_from_query
+from chalicelib.llm.usage import Usage, cost_usd, price_table
 
 
 # --- config ----------------------------------------------------------------------------------------------------------
@@ -92,7 +92,7 @@ def test_usage_accumulates_calls_and_cost():
 def test_tokenizer_works_offline_from_the_shipped_encoding_files(tmp_path, monkeypatch):
     import subprocess
 
-    code = ("from chalicelib.tokens import count_tokens, encoding_name_for;"
+    code = ("from chalicelib.documents.tokens import count_tokens, encoding_name_for;"
             "print(count_tokens('hello world', 'gpt-4o-mini'), encoding_name_for('gpt-4'),"
             " encoding_name_for('llama3.1'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,

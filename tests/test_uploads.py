@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from chalicelib.services import get_services
+from chalicelib.bootstrap import get_services
 from tests.conftest import corpus_file
 from tests.pdfgen import make_pdf
 from tests.taskflow import aws_client, configure, job_count, queued_job_ids

@@ -14,10 +14,10 @@ import uuid
 
 import pytest
 
-from chalicelib.budget import Budget
-from chalicelib.jobs import Job
-from chalicelib.usage import Usage, total_spend
-from chalicelib.worker import Heartbeat
+from chalicelib.llm.budget import Budget
+from chalicelib.jobs.store import Job
+from chalicelib.llm.usage import Usage, total_spend
+from chalicelib.entry.worker import Heartbeat
 from tests.test_cache import TEXT, deliver_batch
 from tests.taskflow import configure, get_job, llm, receive, submit  # noqa: F401
 

@@ -87,7 +87,7 @@ def _check_schema(schema: Any) -> None:
         raise bad(f"task.schema must be at most {MAX_SCHEMA_BYTES} bytes of JSON")
     if schema.get("type") != "object":
         raise bad('task.schema must describe an object: its root needs "type": "object"')
-    from chalicelib.schemas import SchemaRefused, check_client_schema
+    from chalicelib.tasks.schemas import SchemaRefused, check_client_schema
 
     try:
         check_client_schema(schema)

@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from chalicelib.extract import Document
+from chalicelib.documents.reading import Document
 
 # Boundaries, best first. Each pattern's match end is where a chunk may end.
 _BOUNDARIES = (

@@ -15,12 +15,12 @@ from typing import Any, Callable
 
 from chalice import Response
 
-from chalicelib.clients import client_of
+from chalicelib.entry.identity import client_of
 from chalicelib.errors import NotFound, RequestError
-from chalicelib.intake import JOB_ID_PATTERN, fingerprint, parse_submission, submit
-from chalicelib.jobs import Job
+from chalicelib.jobs.intake import JOB_ID_PATTERN, fingerprint, parse_submission, submit
+from chalicelib.jobs.store import Job
 from chalicelib.observability import logger
-from chalicelib.services import Services
+from chalicelib.bootstrap import Services
 
 JSON = {"Content-Type": "application/json"}
 MAX_MESSAGE = 500

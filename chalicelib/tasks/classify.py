@@ -17,10 +17,10 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from chalicelib.chunking import Chunk
-from chalicelib.jsonanswers import JsonAnswers
-from chalicelib.prompts import DATA_RULE, as_data
-from chalicelib.words import content_words
+from chalicelib.documents.chunking import Chunk
+from chalicelib.tasks.jsonanswers import JsonAnswers
+from chalicelib.llm.prompts import DATA_RULE, as_data
+from chalicelib.tasks.words import content_words
 
 PROMPT_VERSION = "classify/1"
 ANSWER_TOKENS = 120

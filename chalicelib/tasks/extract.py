@@ -14,13 +14,12 @@ import json
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from chalicelib.chunking import Chunk
-from chalicelib.errors import JobFailure
-from chalicelib.jsonanswers import JsonAnswers
-from chalicelib.jsonmerge import merge_answers
-from chalicelib.mapreduce import UnusableAnswer
-from chalicelib.prompts import DATA_RULE, as_data
-from chalicelib.schemas import SchemaRefused, SchemaUnusable, check_client_schema, client_validator, violations
+from chalicelib.documents.chunking import Chunk
+from chalicelib.errors import JobFailure, UnusableAnswer
+from chalicelib.tasks.jsonanswers import JsonAnswers
+from chalicelib.tasks.jsonmerge import merge_answers
+from chalicelib.llm.prompts import DATA_RULE, as_data
+from chalicelib.tasks.schemas import SchemaRefused, SchemaUnusable, check_client_schema, client_validator, violations
 
 PROMPT_VERSION = "extract/1"
 # The merged answer gathers every chunk's: its one check may take more steps than a chunk answer's.

@@ -19,13 +19,13 @@ from typing import Any, Mapping
 
 from chalicelib.config import Settings
 from chalicelib.errors import RequestError, ServiceUnavailable
-from chalicelib.jobs import Job
+from chalicelib.jobs.store import Job
 from chalicelib.jsontext import loads_bounded, unstorable_text
 from chalicelib.observability import logger
-from chalicelib.services import Services
-from chalicelib.storage import key_of_client, validate_client_key
-from chalicelib.tasks import NEEDS_LLM, parse_task, task_from_query
-from chalicelib.usage import price_of
+from chalicelib.bootstrap import Services
+from chalicelib.aws.storage import key_of_client, validate_client_key
+from chalicelib.tasks.spec import NEEDS_LLM, parse_task, task_from_query
+from chalicelib.llm.usage import price_of
 
 # The same magic the worker's extractor sniffs; repeated here so the API's cold start never imports extraction.
 PDF_MAGIC = b"%PDF-"
@@ -242,7 +242,7 @@ def _idempotent_create(table_name: str):
     from aws_lambda_powertools.utilities.idempotency import (DynamoDBPersistenceLayer, IdempotencyConfig,
                                                              idempotent_function)
 
-    from chalicelib import aws
+    from chalicelib.aws import clients as aws
 
     persistence = DynamoDBPersistenceLayer(table_name=table_name, boto3_client=aws.client("dynamodb"))
     config = IdempotencyConfig(event_key_jmespath="[client, key]", payload_validation_jmespath="fingerprint",

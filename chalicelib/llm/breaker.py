@@ -7,8 +7,9 @@ breaker on a worker thread that hands the coroutine back to the job's event loop
 itself never blocks. Only the provider's transient errors (throttling, 5xx, timeouts, unreachable) count as
 failures: a rejected API key is a job's problem, and running out of invocation time is the worker's, not outages.
 
-While the circuit is open a call raises ``CircuitBreakerOpenError``; the worker then puts the job back on the queue
-with a delay instead of spending its deliveries (see ``worker.py``).
+While the circuit is open a call raises docpipe's ``CircuitOpen`` (Powertools' ``CircuitBreakerOpenError`` is
+translated here, at the adapter); the job is then put back on the queue with a delay instead of spending its
+deliveries (``jobs.lifecycle``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import asyncio
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import lru_cache
 from typing import Any
+
+from chalicelib.errors import CircuitOpen
 
 CIRCUIT_NAME = "docpipe-llm"
 # How long a worker trusts its last read of the shared state. Each re-read makes every call in flight read DynamoDB
@@ -29,8 +32,8 @@ def _guard(table_name: str, failure_threshold: int, recovery_seconds: int) -> An
     from aws_lambda_powertools.utilities.circuit_breaker import CircuitBreakerConfig, circuit_breaker
     from aws_lambda_powertools.utilities.circuit_breaker.persistence import CircuitBreakerDynamoDBPersistence
 
-    from chalicelib import aws
-    from chalicelib.llm import EndpointBusy
+    from chalicelib.aws import clients as aws
+    from chalicelib.llm.chat import EndpointBusy
     from chalicelib.observability import logger
 
     def on_transition(transition: Any) -> None:
@@ -74,11 +77,14 @@ class GuardedChat:
             return await self._call(messages, options)
         except CircuitBreakerOpenError:
             if self._in_flight == 0:
-                raise
+                raise CircuitOpen() from None
         # A call of this job may be the breaker's one probe: failing now would cancel it with the job, and the
         # circuit would never learn that the provider is back. Wait for this job's calls, then ask once more.
         await self._idle.wait()
-        return await self._call(messages, options)
+        try:
+            return await self._call(messages, options)
+        except CircuitBreakerOpenError:
+            raise CircuitOpen() from None
 
     async def _call(self, messages: list[dict[str, str]], options: dict[str, Any]) -> Any:
         self._enter()

@@ -15,17 +15,17 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from chalicelib.budget import Budget, MeteredChat
-from chalicelib.chunking import Chunk, chunk_document
+from chalicelib.llm.budget import Budget, MeteredChat
+from chalicelib.documents.chunking import Chunk, chunk_document
 from chalicelib.errors import JobFailure
-from chalicelib.extract import Document, PageSet, read_document
-from chalicelib.jobs import Job
-from chalicelib.mapcache import SHARED_OWNER, CacheWriter, MapCache, map_cache_key, map_cache_scope
-from chalicelib.mapreduce import ChunkTask, halve_chunk, map_chunks
+from chalicelib.documents.reading import Document, PageSet, read_document
+from chalicelib.jobs.store import Job
+from chalicelib.aws.mapcache import SHARED_OWNER, CacheWriter, MapCache, map_cache_key, map_cache_scope
+from chalicelib.pipeline.mapreduce import ChunkTask, halve_chunk, map_chunks
 from chalicelib.observability import logger, metrics
-from chalicelib.services import Services
-from chalicelib.tasks import NEEDS_LLM
-from chalicelib.usage import Usage, total_spend
+from chalicelib.bootstrap import Services
+from chalicelib.tasks.spec import NEEDS_LLM
+from chalicelib.llm.usage import Usage, total_spend
 
 PROGRESS_INTERVAL_SECONDS = 1.0
 # Kept back at the end of an invocation so the outcome is stored after the last LLM call.
@@ -122,7 +122,7 @@ async def _run(run: JobRun, model: str) -> dict[str, Any]:
         run.warnings[:0] = pages.warnings()
 
     clock = time.monotonic()
-    from chalicelib.tokens import get_encoding
+    from chalicelib.documents.tokens import get_encoding
 
     encoding = get_encoding(model)
     chunks = chunk_document(document, encoding=encoding, max_tokens=settings.chunk_tokens,
@@ -176,8 +176,8 @@ async def _run(run: JobRun, model: str) -> dict[str, Any]:
 
 def _read_by_ocr(run: JobRun, pages: PageSet, data: bytes) -> PageSet:
     """The pages with OCR's text where the gate left them out; what it cost goes to usage and timings."""
-    from chalicelib.extract import describe_pages
-    from chalicelib.pdfpages import extract_pages
+    from chalicelib.documents.reading import describe_pages
+    from chalicelib.documents.pdfpages import extract_pages
 
     settings, wanted = run.services.settings, pages.needs_ocr()
     if len(wanted) > settings.ocr_max_pages:
@@ -223,10 +223,10 @@ def _task_for(run: JobRun, document: Document, chunks: list[Chunk], chat: Any, e
 
     if chat is None:
         if kind == "classify":
-            from chalicelib.classify import KeywordClassifier
+            from chalicelib.tasks.classify import KeywordClassifier
 
             return KeywordClassifier(labels=task["labels"])
-        from chalicelib.summarize import DEFAULT_TARGET_WORDS, ExtractiveSummarizer, map_words_for
+        from chalicelib.tasks.summarize import DEFAULT_TARGET_WORDS, ExtractiveSummarizer, map_words_for
 
         target_words = task.get("target_words", DEFAULT_TARGET_WORDS)
         summarizer = ExtractiveSummarizer(map_words=map_words_for(target_words, len(chunks)),
@@ -238,21 +238,21 @@ def _task_for(run: JobRun, document: Document, chunks: list[Chunk], chat: Any, e
                           deadline=None if run.deadline is None else run.deadline - FINISH_SECONDS,
                           latencies=run.latencies)
     if kind == "extract":
-        from chalicelib.structured import SchemaExtractor
+        from chalicelib.tasks.extract import SchemaExtractor
 
         return SchemaExtractor(metered, schema=task["schema"], answer_tokens=settings.map_output_tokens,
                                count_tokens=count, warn=run.warnings.append)
     if kind == "classify":
-        from chalicelib.classify import LLMClassifier
+        from chalicelib.tasks.classify import LLMClassifier
 
         return LLMClassifier(metered, labels=task["labels"], count_tokens=count)
     if kind == "prompt":
-        from chalicelib.custom_prompt import PromptTask
+        from chalicelib.tasks.prompt import PromptTask
 
         return PromptTask(metered, map_instruction=task["map"], reduce_instruction=task["reduce"],
                           map_tokens=settings.map_output_tokens, reduce_tokens=settings.reduce_output_tokens,
                           context_tokens=settings.reduce_context_tokens, count_tokens=count)
-    from chalicelib.summarize import DEFAULT_TARGET_WORDS, LLMSummarizer
+    from chalicelib.tasks.summarize import DEFAULT_TARGET_WORDS, LLMSummarizer
 
     return LLMSummarizer(metered, target_words=task.get("target_words", DEFAULT_TARGET_WORDS),
                          chunk_count=len(chunks), count_tokens=count, context_tokens=settings.reduce_context_tokens)

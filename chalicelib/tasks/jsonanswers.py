@@ -15,9 +15,9 @@ import re
 from typing import Any
 
 from chalicelib.jsontext import loads_bounded
-from chalicelib.llm import EndpointRefused
-from chalicelib.mapreduce import UnusableAnswer
-from chalicelib.schemas import SchemaUnusable, client_validator, violations
+from chalicelib.errors import UnusableAnswer
+from chalicelib.llm.chat import EndpointRefused
+from chalicelib.tasks.schemas import SchemaUnusable, client_validator, violations
 
 MODES = ("json_schema", "json_object", "prompt")
 REPROMPTS = 2

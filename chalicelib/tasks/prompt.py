@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Callable
 
-from chalicelib.chunking import Chunk
-from chalicelib.mapreduce import (PARTIAL_TAG_TOKENS, Partial, ReduceBudget, estimate_reduce, merged_span,
+from chalicelib.documents.chunking import Chunk
+from chalicelib.pipeline.mapreduce import (PARTIAL_TAG_TOKENS, Partial, ReduceBudget, estimate_reduce, merged_span,
                                   reduce_hierarchically)
-from chalicelib.prompts import DATA_RULE, as_data
-from chalicelib.summarize import cited_pages
+from chalicelib.llm.prompts import DATA_RULE, as_data
+from chalicelib.tasks.summarize import cited_pages
 
 PROMPT_VERSION = "prompt/1"
 

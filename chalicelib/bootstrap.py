@@ -12,15 +12,15 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Callable
 
-from chalicelib import aws
+from chalicelib.aws import clients as aws
 from chalicelib.config import ConfigError, Settings, get_settings, with_llm_secret
 from chalicelib.errors import TransientError
-from chalicelib.jobs import JobStore
-from chalicelib.mapcache import MapCache
+from chalicelib.jobs.store import JobStore
+from chalicelib.aws.mapcache import MapCache
 from chalicelib.observability import logger
-from chalicelib.storage import DocumentStore
-from chalicelib.tokens import count_tokens
-from chalicelib.usage import price_table
+from chalicelib.aws.storage import DocumentStore
+from chalicelib.documents.tokens import count_tokens
+from chalicelib.llm.usage import price_table
 
 
 @dataclass
@@ -93,8 +93,8 @@ class Services:
         """A chat model for ``model`` on the configured endpoint."""
         if self.chat_factory is not None:
             return self.chat_factory(model)
-        from chalicelib.breaker import GuardedChat
-        from chalicelib.llm import ChatModel
+        from chalicelib.llm.breaker import GuardedChat
+        from chalicelib.llm.chat import ChatModel
 
         s = self.settings
         chat = ChatModel(model=model, api_key=s.llm_api_key, base_url=s.llm_base_url,
@@ -107,7 +107,7 @@ class Services:
     def throttle(self, model: str) -> Any:
         """The provider's rate limits for ``model``, shared by every job this worker instance runs."""
         if model not in self.throttles:
-            from chalicelib.ratelimit import Throttle
+            from chalicelib.llm.ratelimit import Throttle
 
             self.throttles[model] = Throttle(requests_per_minute=self.settings.llm_requests_per_minute,
                                              tokens_per_minute=self.settings.llm_tokens_per_minute)
@@ -161,7 +161,7 @@ def _ocr(settings: Settings) -> Any:
     """The OCR service for pages without usable text, when one is configured (DOCPIPE_OCR)."""
     if settings.ocr != "textract":
         return None
-    from chalicelib.ocr import TextractOCR
+    from chalicelib.documents.ocr import TextractOCR
 
     return TextractOCR(aws.client("textract"), aws.client("s3"), settings.bucket,
                        usd_per_page=settings.ocr_usd_per_page)

@@ -17,11 +17,11 @@ from bisect import bisect_right
 from collections import Counter
 from typing import Any, Callable
 
-from chalicelib.chunking import Chunk
-from chalicelib.mapreduce import (PARTIAL_TAG_TOKENS, Partial, ReduceBudget, estimate_reduce, merged_span,
+from chalicelib.documents.chunking import Chunk
+from chalicelib.pipeline.mapreduce import (PARTIAL_TAG_TOKENS, Partial, ReduceBudget, estimate_reduce, merged_span,
                                   reduce_hierarchically)
-from chalicelib.prompts import DATA_RULE, as_data
-from chalicelib.words import content_words
+from chalicelib.llm.prompts import DATA_RULE, as_data
+from chalicelib.tasks.words import content_words
 
 __all__ = ["DEFAULT_TARGET_WORDS", "ExtractiveSummarizer", "LLMSummarizer", "Partial", "PROMPT_VERSION",
            "map_words_for", "reduce_partials"]

@@ -17,18 +17,15 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Protocol
 
-from chalicelib.chunking import Chunk
-from chalicelib.llm import ContextLengthExceeded
+from chalicelib.documents.chunking import Chunk
+from chalicelib.errors import JobFailure, UnusableAnswer
+from chalicelib.llm.chat import ContextLengthExceeded
 
 # The tags and attributes around one partial answer in a reduce prompt.
 PARTIAL_TAG_TOKENS = 12
 # A chunk is halved at most this often (1/8 of its tokens) before its context-length error fails the job.
 MAX_SPLITS = 3
 MIN_SPLIT_TOKENS = 32
-
-
-class UnusableAnswer(Exception):
-    """The chunk's answer could not be used (e.g. never valid against the schema): it is skipped with a warning."""
 
 
 class ReduceDidNotConverge(RuntimeError):
@@ -187,8 +184,6 @@ async def map_chunks(task: ChunkTask, chunks: list[Chunk], *, gate: asyncio.Sema
 
 def decisive(errors: BaseExceptionGroup) -> BaseException:
     """The error that decides the job's fate: a permanent failure outranks a transient one."""
-    from chalicelib.errors import JobFailure
-
     flat: list[BaseException] = []
     pending: list[BaseException] = [errors]
     while pending:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 from chalicelib.errors import JobFailure, TransientError
-from chalicelib.ratelimit import OutOfTime, Throttle
+from chalicelib.llm.ratelimit import OutOfTime, Throttle
 
 _KEY_PATTERN = re.compile(r"(sk-[A-Za-z0-9_\-]{4})[A-Za-z0-9_\-*]+")
 _CONTEXT_MESSAGE = re.compile(r"maximum context length|context[ _]length|context window|prompt is too long", re.I)

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from chalicelib.errors import JobFailure
-from chalicelib.legibility import Finding, Verdict, assess_page
-from chalicelib.normalise import join_hyphenated, normalise
-from chalicelib.pdfpages import PageText, ReadingLimits, SkippedPage, read_pages
+from chalicelib.documents.legibility import Finding, Verdict, assess_page
+from chalicelib.documents.normalise import join_hyphenated, normalise
+from chalicelib.documents.pdfpages import PageText, ReadingLimits, SkippedPage, read_pages
 
 __all__ = ["PDF_MAGIC", "Document", "PageSet", "ReadingLimits", "extract_document", "normalise", "read_document",
            "sniff"]

@@ -18,13 +18,13 @@ from functools import lru_cache
 from typing import Any
 
 from chalicelib.errors import RequestError, ServiceUnavailable
-from chalicelib.intake import Submission, create_job, new_job_id
-from chalicelib.jobs import Job
+from chalicelib.jobs.intake import Submission, create_job, new_job_id
+from chalicelib.jobs.store import Job
 from chalicelib.jsontext import loads_bounded
 from chalicelib.observability import logger
-from chalicelib.services import Services
-from chalicelib.storage import INCOMING_PREFIX, client_of_upload
-from chalicelib.tasks import parse_task
+from chalicelib.bootstrap import Services
+from chalicelib.aws.storage import INCOMING_PREFIX, client_of_upload
+from chalicelib.tasks.spec import parse_task
 
 # S3 redelivers an event within minutes; a day covers it many times over.
 _DEDUPLICATION_SECONDS = 24 * 3600
@@ -76,7 +76,7 @@ def _start_once(table_name: str):
     from aws_lambda_powertools.utilities.idempotency import (DynamoDBPersistenceLayer, IdempotencyConfig,
                                                              idempotent_function)
 
-    from chalicelib import aws
+    from chalicelib.aws import clients as aws
 
     persistence = DynamoDBPersistenceLayer(table_name=table_name, boto3_client=aws.client("dynamodb"))
     config = IdempotencyConfig(event_key_jmespath="[bucket, key, etag]", raise_on_no_idempotency_key=True,

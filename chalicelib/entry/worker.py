@@ -12,12 +12,12 @@ import threading
 import time
 from typing import Any, Callable
 
-from chalicelib import aws
-from chalicelib.errors import TransientError
-from chalicelib.intake import JOB_ID_PATTERN
+from chalicelib.aws import clients as aws
+from chalicelib.errors import CircuitOpen, TransientError
+from chalicelib.jobs.intake import JOB_ID_PATTERN
 from chalicelib.observability import logger, metrics
-from chalicelib.pipeline import process_job
-from chalicelib.services import Services
+from chalicelib.pipeline.run import process_job
+from chalicelib.bootstrap import Services
 
 # Heartbeats a job may miss before its lease (and its message's visibility) lapse and another delivery takes over.
 LEASE_BEATS = 3
@@ -60,8 +60,6 @@ def handle_job_record(record: Any, context: Any, services: Services) -> None:
                      extra={"message_id": record.message_id, "body": record.body[:500]})
         metrics.add_metric(name="RejectedMessages", unit="Count", value=1)
         return
-    from aws_lambda_powertools.utilities.circuit_breaker import CircuitBreakerOpenError
-
     logger.append_keys(job_id=job_id)
     receives = int(record.attributes.approximate_receive_count or 1)
     interval = services.settings.heartbeat_seconds
@@ -79,7 +77,7 @@ def handle_job_record(record: Any, context: Any, services: Services) -> None:
             _leave_to_live_worker(job_id, services, heartbeat)
     except JobBusy:
         raise
-    except CircuitBreakerOpenError:
+    except CircuitOpen:
         _wait_out_outage(job_id, services)
     except TransientError as exc:
         _retry_or_fail(job_id, exc.to_dict(), receives, services, heartbeat)

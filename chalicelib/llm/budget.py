@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from chalicelib.errors import JobFailure
-from chalicelib.llm import Completion
-from chalicelib.usage import Usage, cost_usd
+from chalicelib.llm.chat import Completion
+from chalicelib.llm.usage import Usage, cost_usd
 
 
 @dataclass(frozen=True)
