@@ -136,27 +136,17 @@ class _Stack:
 
 
 def _services(fake_url: str, concurrency: int) -> Any:
-    import boto3
-
-    from chalicelib.aws import clients as aws
+    from chalicelib.bootstrap import build
     from chalicelib.config import load_settings
-    from chalicelib.jobs.store import JobStore
-    from chalicelib.aws.mapcache import MapCache
-    from chalicelib.bootstrap import JobQueue, Services
-    from chalicelib.aws.storage import DocumentStore
-    from chalicelib.llm.usage import price_table
 
-    settings = load_settings({**os.environ, "OPENAI_BASE_URL": fake_url, "OPENAI_API_KEY": "sk-bench",
-                              "DOCPIPE_LLM_CONCURRENCY": str(concurrency), "DOCPIPE_BREAKER_FAILURES": "1000"})
-    return Services(settings=settings, jobs=JobStore(boto3.resource("dynamodb").Table(settings.jobs_table)),
-                    documents=DocumentStore(aws.client("s3"), settings.bucket),
-                    queue=JobQueue(aws.client("sqs"), settings.jobs_queue), prices=price_table({}),
-                    map_cache=MapCache(aws.client("s3"), settings.bucket))
+    return build(load_settings({**os.environ, "OPENAI_BASE_URL": fake_url, "OPENAI_API_KEY": "sk-bench",
+                                "DOCPIPE_LLM_CONCURRENCY": str(concurrency), "DOCPIPE_BREAKER_FAILURES": "1000",
+                                "DOCPIPE_MAP_CACHE": "true"}))
 
 
 def _clear_cache() -> None:
+    from chalicelib.aws import CACHE_PREFIX
     from chalicelib.aws import clients as aws
-    from chalicelib.aws.mapcache import CACHE_PREFIX
 
     s3 = aws.client("s3")
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=CACHE_PREFIX):
@@ -166,8 +156,8 @@ def _clear_cache() -> None:
 
 
 def _docpipe(name: str, fake: Any, data: bytes, declared: str, *, concurrency: int, warm: bool = False) -> Row:
-    from chalicelib.jobs.store import Job
-    from chalicelib.pipeline.run import process_job
+    from chalicelib.jobs import Job
+    from chalicelib.pipeline import Outcome, run_job
 
     if not warm:
         _clear_cache()
@@ -178,9 +168,10 @@ def _docpipe(name: str, fake: Any, data: bytes, declared: str, *, concurrency: i
                              document={"s3_key": key, "declared_type": declared}, created_at=time.time()))
     fake.reset()
     started = time.monotonic()
-    outcome = process_job(job_id, services, lease_seconds=900)
+    attempt = services.lifecycle.claim(job_id, lease_seconds=900)
+    outcome = run_job(attempt, services)
     job_seconds = time.monotonic() - started
-    assert outcome == "succeeded", services.jobs.get(job_id)
+    assert outcome is Outcome.SUCCEEDED, services.jobs.get(job_id)
     result = services.documents.get_result(services.jobs.get(job_id).result_key)
     timings = result["timings"]
     extraction = timings["extract_seconds"] + timings["chunk_seconds"]
@@ -192,10 +183,8 @@ def _docpipe(name: str, fake: Any, data: bytes, declared: str, *, concurrency: i
 
 
 def _chunks(data: bytes, declared: str) -> list[Any]:
-    from chalicelib.documents.chunking import chunk_document
     from chalicelib.config import load_settings
-    from chalicelib.documents.reading import extract_document
-    from chalicelib.documents.tokens import get_encoding
+    from chalicelib.documents import chunk_document, extract_document, get_encoding
 
     settings = load_settings(os.environ)
     document = extract_document(data, max_pages=settings.max_document_pages, declared_type=declared)

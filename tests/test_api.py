@@ -354,10 +354,27 @@ def test_real_api_gateway_event_shape_with_a_valid_base64_body_is_accepted(clien
     assert stored["Body"].read().decode("utf-8") == TEXT
 
 
+@pytest.mark.parametrize("body", ["eyJkb2N1bWVudCI", "not base64 at all: ünïcode"], ids=["bad-padding", "not-ascii"])
+def test_a_body_marked_base64_that_does_not_decode_is_a_400_in_docpipes_shape(client, services, sqs, drain_queue,
+                                                                              body):
+    from tests.events import load
+
+    before = job_count(services)
+
+    response = _invoke_api_handler(load("api-gateway-rest", body=body, isBase64Encoded=True))
+
+    assert response["statusCode"] == 400, response
+    assert json.loads(response["body"]) == {"error": {
+        "code": "invalid_request",
+        "message": "the body is marked as base64-encoded (isBase64Encoded) but is not valid base64"}}
+    assert job_count(services) == before
+    assert queued_job_ids(sqs, drain_queue) == []
+
+
 # --- the API Lambda stays light ---------------------------------------------------------------------------------------
 
 def test_importing_the_app_does_not_load_the_worker_libraries():
-    heavy = ("openai", "pypdf", "tiktoken")
+    heavy = ("openai", "pypdf", "tiktoken", "jsonschema", "re2")
     # find_spec first: the libraries are installed, so the check below could see them if app.py imported them.
     code = ("import importlib.util, json, sys\n"
             f"assert all(importlib.util.find_spec(m) for m in {heavy!r}), 'a worker library is not installed'\n"

@@ -18,7 +18,7 @@ from devstack.emulator import free_port
 from devstack.stack import LOCAL_DIR, LocalStack
 
 pytestmark = pytest.mark.e2e
-SPEC = Path(__file__).resolve().parent.parent / "chalicelib" / "openapi.json"
+SPEC = Path(__file__).resolve().parent.parent / "chalicelib" / "entry" / "openapi.json"
 schema = schemathesis.openapi.from_path(SPEC)
 
 

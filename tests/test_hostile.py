@@ -185,7 +185,7 @@ def test_a_job_stored_with_an_unsafe_schema_fails_in_the_worker_without_a_connec
     services.jobs.create(Job(job_id=job_id, status="QUEUED", client="local", created_at=time.time(),
                              task={"type": "extract", "schema": {**OBJ, "$dynamicRef": f"{listener.url}/probe"}},
                              document={"source": "upload", "s3_key": key, "content_type": "text/plain"}))
-    services.queue.send(job_id)
+    services.lifecycle.queue.send(job_id)
 
     deliver(client, sqs, drain_queue, receive(sqs, drain_queue, job_id))
 

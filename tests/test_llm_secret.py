@@ -9,19 +9,29 @@ import uuid
 import pytest
 
 from chalicelib.aws import clients as aws
+from chalicelib.aws import secret_reader
 from chalicelib.config import ConfigError, load_settings, with_llm_secret
 from chalicelib.errors import TransientError
-from chalicelib.bootstrap import llm_secret_reader
+from chalicelib.llm import LLMEndpoint
+
+
+def llm_secret_reader(name: str, max_age_seconds: int):
+    return secret_reader(aws.client("secretsmanager"), name, max_age_seconds=max_age_seconds)
+
+
+def endpoint_with_secret(read) -> LLMEndpoint:
+    return LLMEndpoint(load_settings({"DOCPIPE_LLM_SECRET": "docpipe/dev/llm"}), dynamodb=aws.client("dynamodb"),
+                       secret=read)
 
 
 def test_locally_the_environment_variables_set_the_endpoint_and_no_secret_is_read(services):
     settings = load_settings({"OPENAI_API_KEY": "sk-local", "OPENAI_BASE_URL": "http://127.0.0.1:11434/v1"})
     assert (settings.llm_api_key, settings.llm_base_url, settings.llm_secret_name) == \
         ("sk-local", "http://127.0.0.1:11434/v1", None)
-    assert services.llm_secret is None  # the suite's settings name no secret
-    before = services.settings
-    services.refresh_llm_endpoint()
-    assert services.settings is before
+    assert services.settings.llm_secret_name is None  # the suite's settings name no secret
+    before = services.llm.settings
+    services.llm.refresh()
+    assert services.llm.settings is before
 
 
 @pytest.mark.parametrize("secret, key, url", [
@@ -49,16 +59,15 @@ def test_a_malformed_secret_is_refused_without_repeating_its_value(secret):
 def test_a_rotated_key_replaces_the_old_one_and_an_empty_secret_leaves_the_offline_provider(services, monkeypatch):
     values = iter(['{"api_key": "sk-first"}', '{"api_key": "sk-rotated"}', None])
     warnings = []
-    monkeypatch.setattr("chalicelib.bootstrap.logger.warning", lambda message, **kw: warnings.append(message))
-    services.settings = load_settings({"DOCPIPE_LLM_SECRET": "docpipe/dev/llm"})
-    services.llm_secret = lambda: next(values)
+    monkeypatch.setattr("chalicelib.llm.endpoint.logger.warning", lambda message, **kw: warnings.append(message))
+    endpoint = endpoint_with_secret(lambda: next(values))
 
-    services.refresh_llm_endpoint()
-    assert services.settings.llm_api_key == "sk-first"
-    services.refresh_llm_endpoint()
-    assert services.settings.llm_api_key == "sk-rotated"
-    services.refresh_llm_endpoint()
-    assert services.settings.llm_api_key is None and not services.settings.uses_openai
+    endpoint.refresh()
+    assert endpoint.settings.llm_api_key == "sk-first"
+    endpoint.refresh()
+    assert endpoint.settings.llm_api_key == "sk-rotated"
+    endpoint.refresh()
+    assert endpoint.settings.llm_api_key is None and not endpoint.uses_openai
     assert len(warnings) == 1 and "make llm-key" in warnings[0]
 
 
@@ -66,10 +75,9 @@ def test_a_secret_that_cannot_be_read_is_a_transient_llm_error(services):
     def denied():
         raise RuntimeError("AccessDeniedException")
 
-    services.settings = load_settings({"DOCPIPE_LLM_SECRET": "docpipe/dev/llm"})
-    services.llm_secret = denied
+    endpoint = endpoint_with_secret(denied)
     with pytest.raises(TransientError) as raised:
-        services.refresh_llm_endpoint()
+        endpoint.refresh()
     assert raised.value.code == "llm_unavailable" and "docpipe/dev/llm" in raised.value.message
 
 

@@ -78,16 +78,19 @@ def test_only_a_failed_job_can_be_retried(client, services, sqs, drain_queue):
 # --- heartbeat -------------------------------------------------------------------------------------------------------
 
 def test_a_running_job_keeps_its_message_hidden_and_its_lease_held(services, sqs, drain_queue):
-    from chalicelib.entry.worker import Heartbeat
+    from chalicelib.jobs import Delivery, Heartbeat
 
     job_id = uuid.uuid4().hex
     services.jobs.create(Job(job_id=job_id, status=QUEUED, task={"type": "summarize"}, document={},
                              created_at=time.time()))
-    services.queue.send(job_id)
+    services.lifecycle.queue.send(job_id)
     message = receive(sqs, drain_queue)[0]  # the test queue hides a received message for 2 s
-    services.jobs.claim(job_id, 1.0)
+    attempt = services.lifecycle.claim(job_id, lease_seconds=1.0)
+    delivery = Delivery(job_id, message_id=message["MessageId"], receipt_handle=message["ReceiptHandle"],
+                        queue_name=services.settings.jobs_queue)
 
-    with Heartbeat(services, job_id, queue_url=drain_queue, receipt_handle=message["ReceiptHandle"], interval=0.5):
+    with Heartbeat(services.lifecycle, delivery, interval=0.5) as heartbeat:
+        heartbeat.track(attempt)
         time.sleep(3.5)
         assert receive(sqs, drain_queue, wait=0) == [], "the message was redelivered while its worker was alive"
         assert services.jobs.get(job_id).lease_until > time.time()

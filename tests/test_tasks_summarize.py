@@ -143,14 +143,16 @@ def test_tokens_cost_calls_and_latency_are_emitted_as_metrics_per_model(client, 
 def test_a_job_with_too_little_invocation_time_left_hands_itself_back_without_calling(client, llm):
     import time
 
-    from chalicelib.pipeline.run import FINISH_SECONDS, process_job
-    from chalicelib.llm.ratelimit import OutOfTime
     from chalicelib.bootstrap import get_services
+    from chalicelib.llm import OutOfTime
+    from chalicelib.pipeline import FINISH_SECONDS, run_job
 
     job_id = submit(client, {"text": PAGES[0]}, {"type": "summarize"})
+    services = get_services()
+    attempt = services.lifecycle.claim(job_id, lease_seconds=30)
 
     with pytest.raises(OutOfTime) as handed_back:
-        process_job(job_id, get_services(), lease_seconds=30, deadline=time.monotonic() + FINISH_SECONDS + 1)
+        run_job(attempt, services, deadline=time.monotonic() + FINISH_SECONDS + 1)
 
     assert handed_back.value.code == "out_of_time"
     assert llm.calls == 0

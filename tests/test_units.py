@@ -9,12 +9,12 @@ import time
 import pytest
 
 from chalicelib.documents.chunking import Chunk
-from chalicelib.config import ConfigError, load_settings
+from chalicelib.config import ConfigError, load_settings, price_table
 from chalicelib.errors import RequestError
 from chalicelib.jobs.store import FAILED, QUEUED, RUNNING, SUCCEEDED, Job, JobStore
 from chalicelib.tasks.summarize import ExtractiveSummarizer, Partial, map_words_for, reduce_partials
 from chalicelib.tasks.spec import parse_task, task_from_query
-from chalicelib.llm.usage import Usage, cost_usd, price_table
+from chalicelib.llm.usage import Usage, cost_usd
 
 
 # --- config ----------------------------------------------------------------------------------------------------------

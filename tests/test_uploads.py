@@ -216,7 +216,7 @@ def test_a_transient_queue_failure_during_an_upload_is_recovered_by_the_redelive
     key = unique_key()
     upload(services, key)
     event = client.events.generate_s3_event(services.settings.bucket, key)
-    real_send = services.queue.send
+    real_send = services.lifecycle.queue.send
     calls = []
 
     def send_failing_once(job_id):
@@ -225,7 +225,7 @@ def test_a_transient_queue_failure_during_an_upload_is_recovered_by_the_redelive
             raise ConnectionError("SQS is briefly unreachable")
         real_send(job_id)
 
-    monkeypatch.setattr(services.queue, "send", send_failing_once)
+    monkeypatch.setattr(services.lifecycle.queue, "send", send_failing_once)
     try:
         client.lambda_.invoke("start_job_from_upload", event)
     except Exception:  # raising is one correct answer: Lambda retries an asynchronous invocation that failed

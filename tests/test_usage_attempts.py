@@ -14,10 +14,8 @@ import uuid
 
 import pytest
 
-from chalicelib.llm.budget import Budget
-from chalicelib.jobs.store import Job
-from chalicelib.llm.usage import Usage, total_spend
-from chalicelib.entry.worker import Heartbeat
+from chalicelib.jobs import Delivery, Heartbeat, Job
+from chalicelib.llm import Budget, Usage, total_spend
 from tests.test_cache import TEXT, deliver_batch
 from tests.taskflow import configure, get_job, llm, receive, submit  # noqa: F401
 
@@ -98,27 +96,26 @@ def test_the_heartbeat_records_the_attempts_spend_on_the_jobs_row(services):
     job_id = uuid.uuid4().hex
     services.jobs.create(Job(job_id=job_id, status="QUEUED", task={"type": "summarize"},
                              document={"s3_key": "inputs/x"}, created_at=time.time()))
-    claimed = services.jobs.claim(job_id, lease_seconds=30)
-    spent = {"prompt_tokens": 120, "completion_tokens": 30, "calls": 2, "retries": 0, "cost_usd": 0.0001}
+    attempt = services.lifecycle.claim(job_id, lease_seconds=30)
+    usage = Usage(model="gpt-4o-mini", provider="openai")
+    usage.add_call(100, 20, PRICES)
+    usage.add_call(20, 10, PRICES)
+    attempt.meter(usage, PRICES)
+    spent = {"prompt_tokens": 120, "completion_tokens": 30, "calls": 2, "retries": 0, "cost_usd": 0.000036}
     beats = threading.Event()
+    lifecycle = services.lifecycle
 
     class Watched:
-        def __init__(self, jobs):
-            self._jobs = jobs
+        def hide(self, delivery, seconds):
+            lifecycle.hide(delivery, seconds)
 
-        def extend_lease(self, *args, **kwargs):
-            stored = self._jobs.extend_lease(*args, **kwargs)
+        def hold(self, attempt, seconds):
+            lifecycle.hold(attempt, seconds)
             beats.set()
-            return stored
 
-    class Services:
-        jobs = Watched(services.jobs)
-        queue = services.queue
-
-    heartbeat = Heartbeat(Services(), job_id, queue_url="http://queue.invalid/none", receipt_handle="r",
-                          interval=0.05)
-    heartbeat.record_spend_from(lambda: (claimed.attempts, spent))
-    with heartbeat:
+    delivery = Delivery(job_id, message_id="m", receipt_handle="r", queue_name="docpipe-test-jobs")
+    with Heartbeat(Watched(), delivery, interval=0.05) as heartbeat:
+        heartbeat.track(attempt)
         assert beats.wait(5)
 
     job = services.jobs.get(job_id)

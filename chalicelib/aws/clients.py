@@ -1,7 +1,8 @@
 """boto3 clients, created on first use and reused while the Lambda container stays warm.
 
 Plain ``boto3.client(...)`` with no endpoint argument: on AWS it reaches AWS; on a developer's machine the standard
-``AWS_ENDPOINT_URL`` variable points it at the local emulator. There is no other local branch.
+``AWS_ENDPOINT_URL`` variable points it at the local emulator. There is no other local branch. Only the composition
+point (``chalicelib.bootstrap``) calls these; everything else receives the client it uses.
 """
 
 from __future__ import annotations
@@ -21,5 +22,8 @@ def client(service: str) -> Any:
 
 
 @lru_cache(maxsize=None)
-def queue_url(name: str) -> str:
-    return client("sqs").get_queue_url(QueueName=name)["QueueUrl"]
+def table(name: str) -> Any:
+    """A DynamoDB table as a boto3 resource (items as Python values, numbers as Decimal)."""
+    import boto3
+
+    return boto3.resource("dynamodb").Table(name)

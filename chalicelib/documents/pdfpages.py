@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+from chalicelib.config import ReadingLimits
 from chalicelib.errors import JobFailure
 
 _MB = 1024 * 1024
@@ -43,15 +44,6 @@ class SkippedPage(enum.Enum):
     UNREADABLE = "unreadable"
     TOO_SLOW = "too_slow"
     TOO_BIG = "too_big"
-
-
-@dataclass(frozen=True)
-class ReadingLimits:
-    """How long one page, and the whole document, may take to read, and how much memory the reading may add."""
-
-    page_seconds: float = 10.0
-    document_seconds: float = 180.0
-    memory_mb: int = 1024
 
 
 @dataclass(frozen=True)

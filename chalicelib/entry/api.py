@@ -15,12 +15,11 @@ from typing import Any, Callable
 
 from chalice import Response
 
+from chalicelib.bootstrap import Services
 from chalicelib.entry.identity import client_of
 from chalicelib.errors import NotFound, RequestError
-from chalicelib.jobs.intake import JOB_ID_PATTERN, fingerprint, parse_submission, submit
-from chalicelib.jobs.store import Job
+from chalicelib.jobs import JOB_ID_PATTERN, Job, fingerprint, parse_submission
 from chalicelib.observability import logger
-from chalicelib.bootstrap import Services
 
 JSON = {"Content-Type": "application/json"}
 MAX_MESSAGE = 500
@@ -53,13 +52,14 @@ def guarded(view: Callable[[], Response]) -> Response:
 
 def submit_job(request: Any, services: Services, lambda_context: Any = None) -> Response:
     client = _client(request, services)
-    body = request.raw_body or b""
+    body = _body(request)
     headers = request.headers
     query = dict(request.query_params or {})
     submission = parse_submission(headers.get("content-type"), query, body, services.settings.max_request_bytes,
                                   client)
-    job_id = submit(submission, services, client=client, idempotency_key=headers.get("idempotency-key"),
-                    fingerprint=fingerprint(headers.get("content-type"), query, body), lambda_context=lambda_context)
+    job_id = services.intake.submit(submission, client=client, idempotency_key=headers.get("idempotency-key"),
+                                    fingerprint=fingerprint(headers.get("content-type"), query, body),
+                                    lambda_context=lambda_context)
     job = services.jobs.get(job_id)
     view = job.to_view() if job else {"job_id": job_id, "status": "QUEUED"}
     view["links"] = _links(job_id)
@@ -88,14 +88,22 @@ def get_result(request: Any, job_id: str, services: Services) -> Response:
 def retry_job(request: Any, job_id: str, services: Services) -> Response:
     """Queue a FAILED job again. Chunks it already paid for come from the map cache, not the LLM."""
     job = _find(request, job_id, services)
-    if services.jobs.requeue(job_id) is None:
+    if not services.lifecycle.retry(job_id):
         return error_response("not_retryable", f"job {job_id} is {job.status}; only a FAILED job can be retried",
                               409)
-    services.queue.send(job_id)
     logger.info("job retried by the client", extra={"job_id": job_id, "previous_error": job.error})
-    view = services.jobs.get(job_id).to_view()
+    view = _find(request, job_id, services).to_view()
     view["links"] = _links(job_id)
     return Response(body=view, status_code=202, headers={**JSON, "Location": f"/jobs/{job_id}"})
+
+
+def _body(request: Any) -> bytes:
+    """The request's body; API Gateway marks a binary one as base64, which must then decode."""
+    try:
+        return request.raw_body or b""
+    except ValueError:  # binascii.Error (bad padding) or UnicodeEncodeError (not ASCII): the client's mistake
+        raise RequestError("invalid_request", "the body is marked as base64-encoded (isBase64Encoded) but is not "
+                                              "valid base64") from None
 
 
 def _client(request: Any, services: Services) -> str:

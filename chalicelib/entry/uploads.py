@@ -17,17 +17,19 @@ import time
 from functools import lru_cache
 from typing import Any
 
+from chalicelib.aws import INCOMING_PREFIX, IdempotencyRecords, Once, StoredObject, client_of_upload
+from chalicelib.bootstrap import Services
 from chalicelib.errors import RequestError, ServiceUnavailable
-from chalicelib.jobs.intake import Submission, create_job, new_job_id
-from chalicelib.jobs.store import Job
+from chalicelib.jobs import FAILED, Job, Submission, new_job_id
 from chalicelib.jsontext import loads_bounded
 from chalicelib.observability import logger
-from chalicelib.bootstrap import Services
-from chalicelib.aws.storage import INCOMING_PREFIX, client_of_upload
-from chalicelib.tasks.spec import parse_task
+from chalicelib.tasks import parse_task
 
 # S3 redelivers an event within minutes; a day covers it many times over.
 _DEDUPLICATION_SECONDS = 24 * 3600
+# Where the key of an upload's record comes from: the name the guarded function had when docpipe first wrote such
+# records, so that those written before a change of the code are still found.
+_UPLOAD_RECORDS = "chalicelib.uploads._start"
 
 
 def handle_upload(bucket: str, key: str, services: Services, lambda_context: Any = None) -> str | None:
@@ -45,22 +47,20 @@ def handle_upload(bucket: str, key: str, services: Services, lambda_context: Any
     if stored is None:
         logger.warning("the uploaded object is gone; nothing to do", extra={"key": key[:300]})
         return None
-    start, config = _start_once(services.settings.idempotency_table)
-    if lambda_context is not None:
-        # An invocation that dies mid-way frees the object's record when it ends, so S3's retry can start the job.
-        config.register_lambda_context(lambda_context)
     upload = {"bucket": bucket, "key": key, "etag": stored.etag}
-    return start(upload=upload, client=client, stored=stored, services=services)["job_id"]
+    # An invocation that dies mid-way frees the object's record when it ends, so S3's retry can start the job.
+    return _start_once(services.records)(upload=upload, client=client, stored=stored, services=services,
+                                         lambda_context=lambda_context)["job_id"]
 
 
-def _start(upload: dict[str, str], client: str, stored: Any, services: Services) -> dict[str, str]:
+def _start(upload: dict[str, str], client: str, stored: StoredObject, services: Services) -> dict[str, str]:
     key = upload["key"]
     declared = "pdf" if key.lower().endswith(".pdf") or stored.content_type == "application/pdf" else None
     job_id = new_job_id()
     try:
         task = parse_task(_task_from_metadata(stored.metadata))
         submission = Submission(task=task, s3_key=key, declared_type=declared, filename=key.rsplit("/", 1)[-1])
-        job_id, _created = create_job(submission, services, client=client, job_id=job_id, source="s3")
+        job_id, _created = services.intake.create(submission, client=client, job_id=job_id, source="s3")
     except ServiceUnavailable:
         raise  # Lambda retries a failed asynchronous invocation; the job was withdrawn, so the retry creates it
     except RequestError as exc:
@@ -71,25 +71,17 @@ def _start(upload: dict[str, str], client: str, stored: Any, services: Services)
 
 
 @lru_cache(maxsize=None)
-def _start_once(table_name: str):
+def _start_once(records: IdempotencyRecords) -> Once:
     """``_start`` once per object identity: later deliveries of the same event get the first one's job id."""
-    from aws_lambda_powertools.utilities.idempotency import (DynamoDBPersistenceLayer, IdempotencyConfig,
-                                                             idempotent_function)
-
-    from chalicelib.aws import clients as aws
-
-    persistence = DynamoDBPersistenceLayer(table_name=table_name, boto3_client=aws.client("dynamodb"))
-    config = IdempotencyConfig(event_key_jmespath="[bucket, key, etag]", raise_on_no_idempotency_key=True,
-                               expires_after_seconds=_DEDUPLICATION_SECONDS)
-    return idempotent_function(data_keyword_argument="upload", persistence_store=persistence,
-                               config=config)(_start), config
+    return records.once(_start, name=_UPLOAD_RECORDS, data_keyword="upload", key="[bucket, key, etag]",
+                        expires_after_seconds=_DEDUPLICATION_SECONDS)
 
 
 def _record_rejected(job_id: str, key: str, client: str, raw_task: str, error: RequestError,
                      services: Services) -> None:
-    job = Job(job_id=job_id, status="FAILED", task={"type": raw_task[:100] or "summarize"}, source="s3",
+    job = Job(job_id=job_id, status=FAILED, task={"type": raw_task[:100] or "summarize"}, source="s3",
               created_at=time.time(), document={"source": "s3", "s3_key": key}, error=error.to_dict(), client=client)
-    services.jobs.create(job)
+    services.lifecycle.record_refused(job)
     logger.warning("upload rejected", extra={"job_id": job_id, "error": error.to_dict()})
 
 

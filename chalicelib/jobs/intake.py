@@ -1,7 +1,8 @@
 """Turning a submission into a queued job: validate, store the document, write the job row, enqueue.
 
 Nothing here calls an LLM or reads a PDF beyond its first bytes: ``POST /jobs`` answers in milliseconds and the
-worker does the rest. Every path that starts a job (the API, an S3 upload) comes through ``create_job``.
+worker does the rest. ``parse_submission`` reads a request's body and query; ``Intake`` turns what it found into a
+job (the S3 upload trigger builds its ``Submission`` itself).
 """
 
 from __future__ import annotations
@@ -12,26 +13,27 @@ import hashlib
 import json
 import re
 import time
-import uuid
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, Mapping
 
+from chalicelib.aws.idempotency import IdempotencyRecords, Once
+from chalicelib.aws.storage import DocumentStore, key_of_client, validate_client_key
 from chalicelib.config import Settings
-from chalicelib.errors import RequestError, ServiceUnavailable
-from chalicelib.jobs.store import Job
+from chalicelib.errors import RequestError
+from chalicelib.jobs.lifecycle import Lifecycle
+from chalicelib.jobs.model import QUEUED, Job, new_job_id
 from chalicelib.jsontext import loads_bounded, unstorable_text
-from chalicelib.observability import logger
-from chalicelib.bootstrap import Services
-from chalicelib.aws.storage import key_of_client, validate_client_key
-from chalicelib.tasks.spec import NEEDS_LLM, parse_task, task_from_query
 from chalicelib.llm.usage import price_of
+from chalicelib.observability import logger
+from chalicelib.tasks.spec import NEEDS_LLM, parse_task, task_from_query
 
 # The same magic the worker's extractor sniffs; repeated here so the API's cold start never imports extraction.
 PDF_MAGIC = b"%PDF-"
-JOB_ID_PATTERN = re.compile(r"[0-9a-f]{32}")
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 _TEXT_TYPES = ("text/plain", "text/markdown")
+# Where the key of an Idempotency-Key record comes from: the name the guarded function had when docpipe first wrote
+# such records, so that those written before a change of the code are still found.
+_SUBMISSION_RECORDS = "chalicelib.intake._idempotent_create.<locals>.create"
 
 
 @dataclass(frozen=True)
@@ -50,11 +52,6 @@ class Submission:
                     "filename": self.filename}
         return {"source": "upload", "content_type": self.content_type, "bytes": len(self.content or b""),
                 "declared_type": self.declared_type, "filename": self.filename}
-
-
-def new_job_id() -> str:
-    """128 random bits: unguessable, so a job id is its own read capability."""
-    return uuid.uuid4().hex
 
 
 def media_type(header: str | None) -> str:
@@ -161,98 +158,89 @@ def _from_json(body: bytes, client: str) -> Submission:
     return Submission(task=task, s3_key=key_of_client(client, key), declared_type=declared, filename=filename)
 
 
-def check_runnable(task: dict[str, Any], settings: Settings, prices: Mapping[str, tuple[float, float]]) -> None:
+def check_runnable(task: dict[str, Any], settings: Settings) -> None:
     """Refuse, before any job exists, a task this deployment cannot run or whose spend it could not bound."""
     kind = task["type"]
     if kind in NEEDS_LLM and not settings.uses_openai:
         raise RequestError("llm_unavailable", f"the {kind} task needs an LLM endpoint, and this docpipe has none "
                                               f"configured: its offline provider cannot {NEEDS_LLM[kind]}", status=422)
     model = task.get("model") or settings.model
-    if settings.uses_openai and task.get("max_cost_usd") is not None and price_of(prices, model) is None:
+    if settings.uses_openai and task.get("max_cost_usd") is not None and price_of(settings.prices, model) is None:
         raise RequestError("unpriced_model", f"docpipe knows no price for model {model[:100]!r}, so it cannot hold "
                                              "the job to max_cost_usd: name a priced model, or leave max_cost_usd "
                                              "out (max_total_tokens still bounds the job)", status=422)
 
 
-def create_job(submission: Submission, services: Services, *, client: str, job_id: str | None = None,
+class Intake:
+    """Submissions become queued jobs: the document stored, the row written and the message sent (``Lifecycle.open``).
+
+    Every path that starts a job (the API, an S3 upload) comes through ``create``; ``submit`` adds the
+    ``Idempotency-Key``: a retried request of the same client gets the job its first request created.
+    """
+
+    def __init__(self, settings: Settings, documents: DocumentStore, lifecycle: Lifecycle,
+                 records: IdempotencyRecords) -> None:
+        self._settings = settings
+        self._documents = documents
+        self._lifecycle = lifecycle
+        self._records = records
+        self._once: Once | None = None
+
+    def create(self, submission: Submission, *, client: str, job_id: str | None = None,
                source: str = "api") -> tuple[str, bool]:
-    """Store, record and enqueue for ``client``; returns (job_id, created). Not created: this job id exists."""
-    check_runnable(submission.task, services.settings, services.prices)
-    job_id = job_id or new_job_id()
-    document = submission.describe()
-    if submission.s3_key:
-        stored = services.documents.head(submission.s3_key)
-        if stored is None:
-            raise RequestError("document_not_found", f"no object {submission.s3_key[:300]} among your documents "
-                                                     "in the docpipe bucket", status=404 if source == "api" else 400)
-        document["bytes"] = stored.size
-        if stored.size > services.settings.max_document_bytes:
-            raise RequestError("too_large", f"the document is {stored.size} bytes; the limit is "
-                                            f"{services.settings.max_document_bytes}", status=413)
-    else:
-        document["s3_key"] = services.documents.put_input(job_id, submission.content or b"",
-                                                          submission.content_type or "application/octet-stream")
-    job = Job(job_id=job_id, status="QUEUED", task=submission.task, document=document, created_at=time.time(),
-              source=source, client=client)
-    if not services.jobs.create(job):
-        return job_id, False
-    try:
-        services.queue.send(job_id)
-    except Exception as exc:
-        # A job that is not on the queue would wait forever: withdraw it, so the retry creates it afresh.
-        services.jobs.withdraw(job_id)
-        logger.exception("enqueue failed", extra={"job_id": job_id})
-        raise ServiceUnavailable("the job could not be queued; retry the request") from exc
-    logger.info("job queued", extra={"job_id": job_id, "source": source, "task": submission.task.get("type"),
-                                     "client": client})
-    return job_id, True
+        """Store, record and enqueue for ``client``; returns (job_id, created). Not created: this job id exists."""
+        settings = self._settings
+        check_runnable(submission.task, settings)
+        job_id = job_id or new_job_id()
+        document = submission.describe()
+        if submission.s3_key:
+            stored = self._documents.head(submission.s3_key)
+            if stored is None:
+                raise RequestError("document_not_found", f"no object {submission.s3_key[:300]} among your documents "
+                                                         "in the docpipe bucket", status=404 if source == "api" else 400)
+            document["bytes"] = stored.size
+            if stored.size > settings.max_document_bytes:
+                raise RequestError("too_large", f"the document is {stored.size} bytes; the limit is "
+                                                f"{settings.max_document_bytes}", status=413)
+        else:
+            document["s3_key"] = self._documents.put_input(job_id, submission.content or b"",
+                                                           submission.content_type or "application/octet-stream")
+        job = Job(job_id=job_id, status=QUEUED, task=submission.task, document=document, created_at=time.time(),
+                  source=source, client=client)
+        if not self._lifecycle.open(job):
+            return job_id, False
+        logger.info("job queued", extra={"job_id": job_id, "source": source, "task": submission.task.get("type"),
+                                         "client": client})
+        return job_id, True
 
+    def submit(self, submission: Submission, *, client: str, idempotency_key: str | None, fingerprint: str,
+               lambda_context: Any = None) -> str:
+        """Create the job, or with an ``Idempotency-Key`` return the job an earlier identical request of the same
+        client created (each client's keys are its own)."""
+        if idempotency_key is None:
+            return self.create(submission, client=client)[0]
+        if not _IDEMPOTENCY_KEY.fullmatch(idempotency_key):
+            raise RequestError("invalid_idempotency_key", "Idempotency-Key must be 1-255 printable ASCII characters")
+        from aws_lambda_powertools.utilities.idempotency.exceptions import (IdempotencyAlreadyInProgressError,
+                                                                            IdempotencyValidationError)
 
-def submit(submission: Submission, services: Services, *, client: str, idempotency_key: str | None,
-           fingerprint: str, lambda_context: Any = None) -> str:
-    """Create the job, or with an ``Idempotency-Key`` return the job an earlier identical request of the same
-    client created (each client's keys are its own)."""
-    if idempotency_key is None:
-        return create_job(submission, services, client=client)[0]
-    if not _IDEMPOTENCY_KEY.fullmatch(idempotency_key):
-        raise RequestError("invalid_idempotency_key", "Idempotency-Key must be 1-255 printable ASCII characters")
-    from aws_lambda_powertools.utilities.idempotency.exceptions import (IdempotencyAlreadyInProgressError,
-                                                                        IdempotencyValidationError)
+        if self._once is None:
+            # The first request's answer is stored for 24 h and replayed for retries.
+            self._once = self._records.once(self._create_for, name=_SUBMISSION_RECORDS, data_keyword="request",
+                                            key="[client, key]", payload="fingerprint", expires_after_seconds=24 * 3600)
+        try:
+            answer = self._once(request={"client": client, "key": idempotency_key, "fingerprint": fingerprint},
+                                submission=submission, lambda_context=lambda_context)
+        except IdempotencyValidationError:
+            raise RequestError("idempotency_key_reused", "this Idempotency-Key was already used for a different "
+                                                         "request", status=422) from None
+        except IdempotencyAlreadyInProgressError:
+            raise RequestError("request_in_progress", "a request with this Idempotency-Key is still being "
+                                                      "processed; retry shortly", status=409) from None
+        return answer["job_id"]
 
-    create, config = _idempotent_create(services.settings.idempotency_table)
-    if lambda_context is not None:
-        # Lets an in-progress record expire with this invocation: a request killed mid-way does not block its
-        # key for the whole 24 hours.
-        config.register_lambda_context(lambda_context)
-    try:
-        answer = create(request={"client": client, "key": idempotency_key, "fingerprint": fingerprint},
-                        submission=submission, services=services)
-    except IdempotencyValidationError:
-        raise RequestError("idempotency_key_reused", "this Idempotency-Key was already used for a different "
-                                                     "request", status=422) from None
-    except IdempotencyAlreadyInProgressError:
-        raise RequestError("request_in_progress", "a request with this Idempotency-Key is still being "
-                                                  "processed; retry shortly", status=409) from None
-    return answer["job_id"]
-
-
-@lru_cache(maxsize=None)
-def _idempotent_create(table_name: str):
-    """Powertools Idempotency: the first request's answer is stored for 24 h and replayed for retries."""
-    from aws_lambda_powertools.utilities.idempotency import (DynamoDBPersistenceLayer, IdempotencyConfig,
-                                                             idempotent_function)
-
-    from chalicelib.aws import clients as aws
-
-    persistence = DynamoDBPersistenceLayer(table_name=table_name, boto3_client=aws.client("dynamodb"))
-    config = IdempotencyConfig(event_key_jmespath="[client, key]", payload_validation_jmespath="fingerprint",
-                               raise_on_no_idempotency_key=True, expires_after_seconds=24 * 3600)
-
-    @idempotent_function(data_keyword_argument="request", persistence_store=persistence, config=config)
-    def create(request: dict, submission: Submission, services: Services) -> dict:
-        return {"job_id": create_job(submission, services, client=request["client"])[0]}
-
-    return create, config
+    def _create_for(self, request: dict[str, Any], submission: Submission) -> dict[str, str]:
+        return {"job_id": self.create(submission, client=request["client"])[0]}
 
 
 def fingerprint(content_type: str | None, query: Mapping[str, str] | None, body: bytes) -> str:

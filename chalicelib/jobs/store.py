@@ -1,87 +1,24 @@
-"""Job state in DynamoDB, moved only by conditional writes.
+"""Job rows in DynamoDB, moved only by conditional writes.
 
-A job goes QUEUED → RUNNING → SUCCEEDED | FAILED and never backwards. SQS delivers at least once, so every
-transition is a condition on the current state: a duplicate delivery cannot claim a job that another worker holds
-(until that worker's lease runs out), and nothing can touch a finished job. Nested values (task, usage, error) are
-stored as JSON strings so they round-trip exactly, with no Decimal conversions.
+SQS delivers at least once, so every write is a condition on the current state: a duplicate delivery cannot claim a
+job that another worker holds (until that worker's lease runs out), and nothing can touch a finished job. Nested
+values (task, usage, error) are stored as JSON strings so they round-trip exactly, with no Decimal conversions.
 
 What each attempt spends on the LLM is kept under ``spend`` (a map from attempt to its JSON record), written by the
 heartbeat as it grows and when the attempt ends, so a job delivered again counts and budgets what it already paid.
+Only ``jobs.lifecycle`` calls the writing methods; everyone else reads.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, Callable
 
-from chalicelib.llm.usage import total_spend
-
-QUEUED, RUNNING, SUCCEEDED, FAILED = "QUEUED", "RUNNING", "SUCCEEDED", "FAILED"
-TERMINAL = (SUCCEEDED, FAILED)
+from chalicelib.jobs.model import FAILED, QUEUED, RUNNING, SUCCEEDED, Job
 
 _JSON_FIELDS = ("task", "document", "usage", "warnings", "error", "last_error", "timings")
-
-
-@dataclass
-class Job:
-    job_id: str
-    status: str
-    task: dict[str, Any]
-    document: dict[str, Any]
-    created_at: float
-    source: str = "api"
-    # The client that created the job and alone may see it (``clients``); "" for rows older than tenancy.
-    client: str = ""
-    started_at: float | None = None
-    finished_at: float | None = None
-    chunks_done: int = 0
-    chunks_total: int | None = None
-    attempts: int = 0
-    lease_until: float = 0.0
-    usage: dict[str, Any] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=dict)
-    error: dict[str, str] | None = None
-    last_error: dict[str, str] | None = None
-    result_key: str | None = None
-    spend: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    @property
-    def finished(self) -> bool:
-        return self.status in TERMINAL
-
-    def to_view(self) -> dict[str, Any]:
-        """What ``GET /jobs/{job_id}`` shows a client."""
-        view: dict[str, Any] = {
-            "job_id": self.job_id,
-            "status": self.status,
-            "source": self.source,
-            "task": self.task,
-            "document": self.document,
-            "progress": {"chunks_done": self.chunks_done, "chunks_total": self.chunks_total},
-            "attempts": self.attempts,
-            "created_at": _iso(self.created_at),
-            "started_at": _iso(self.started_at),
-            "finished_at": _iso(self.finished_at),
-            "timings": self.timings,
-            # Until the job ends, what its attempts have spent so far.
-            "usage": self.usage or (total_spend(self.spend) if self.spend else {}),
-            "warnings": self.warnings,
-        }
-        if self.error:
-            view["error"] = self.error
-        elif self.last_error and not self.finished:
-            view["last_error"] = self.last_error
-        return view
-
-
-def _iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
 
 
 def _plain(value: Any) -> Any:
@@ -107,7 +44,8 @@ def _dec(value: float) -> Decimal:
 class JobStore:
     """All reads and writes of job rows. Receives the DynamoDB Table, so tests can hand it any table."""
 
-    def __init__(self, table: Any, *, retention_days: int = 30, clock=time.time) -> None:
+    def __init__(self, table: Any, *, retention_days: int = 30,
+                 clock: Callable[[], float] = time.time) -> None:
         self._table = table
         self._retention_seconds = retention_days * 86400
         self._clock = clock

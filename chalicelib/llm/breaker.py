@@ -20,6 +20,8 @@ from functools import lru_cache
 from typing import Any
 
 from chalicelib.errors import CircuitOpen
+from chalicelib.llm.chat import EndpointBusy
+from chalicelib.observability import logger
 
 CIRCUIT_NAME = "docpipe-llm"
 # How long a worker trusts its last read of the shared state. Each re-read makes every call in flight read DynamoDB
@@ -28,19 +30,16 @@ STATE_CACHE_SECONDS = 5
 
 
 @lru_cache(maxsize=None)
-def _guard(table_name: str, failure_threshold: int, recovery_seconds: int) -> Any:
+def _guard(dynamodb: Any, table_name: str, failure_threshold: int, recovery_seconds: int) -> Any:
+    """The breaker for these settings, made once per worker instance: its local counters live as long as it."""
     from aws_lambda_powertools.utilities.circuit_breaker import CircuitBreakerConfig, circuit_breaker
     from aws_lambda_powertools.utilities.circuit_breaker.persistence import CircuitBreakerDynamoDBPersistence
-
-    from chalicelib.aws import clients as aws
-    from chalicelib.llm.chat import EndpointBusy
-    from chalicelib.observability import logger
 
     def on_transition(transition: Any) -> None:
         logger.warning("LLM circuit changed state", extra={"from": str(transition.from_state),
                                                           "to": str(transition.to_state)})
 
-    persistence = CircuitBreakerDynamoDBPersistence(table_name=table_name, boto3_client=aws.client("dynamodb"))
+    persistence = CircuitBreakerDynamoDBPersistence(table_name=table_name, boto3_client=dynamodb)
     # One probe success closes the circuit: a recovered provider should drain the backlog at once.
     config = CircuitBreakerConfig(failure_threshold=failure_threshold, recovery_timeout=recovery_seconds,
                                   success_threshold=1, handled_exceptions=(EndpointBusy,),
@@ -54,12 +53,13 @@ def _guard(table_name: str, failure_threshold: int, recovery_seconds: int) -> An
 
 
 class GuardedChat:
-    """A chat model whose calls go through the shared circuit breaker."""
+    """A chat model whose calls go through the circuit breaker whose state is in ``table_name`` (reached through
+    ``dynamodb``, a boto3 client), shared by every worker."""
 
-    def __init__(self, chat: Any, *, table_name: str, failure_threshold: int, recovery_seconds: int,
+    def __init__(self, chat: Any, *, dynamodb: Any, table_name: str, failure_threshold: int, recovery_seconds: int,
                  concurrency: int) -> None:
         self._chat = chat
-        self._guarded, self._persistence = _guard(table_name, failure_threshold, recovery_seconds)
+        self._guarded, self._persistence = _guard(dynamodb, table_name, failure_threshold, recovery_seconds)
         # Twice the calls at once: a finished call's thread may still be recording its success.
         self._threads = ThreadPoolExecutor(max_workers=2 * concurrency, thread_name_prefix="llm-breaker")
         self.model = getattr(chat, "model", None)

@@ -1,39 +1,15 @@
-"""Tokens and money: what a job spent, and what it would spend before it spends anything."""
+"""Tokens and money: what a job spent, and what it would spend before it spends anything.
+
+Prices are settings (``Settings.prices``: the built-in table with ``DOCPIPE_PRICES`` laid over it).
+"""
 
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
-# USD per million tokens (input, output), from the providers' public price lists. DOCPIPE_PRICES adds or
-# overrides entries, e.g. {"my-vllm-model": [0, 0]}; its "*" entry, when given, prices every model not listed.
-DEFAULT_PRICES: dict[str, tuple[float, float]] = {
-    "gpt-4o-mini": (0.15, 0.60),
-    "gpt-4o": (2.50, 10.00),
-    "gpt-4.1": (2.00, 8.00),
-    "gpt-4.1-mini": (0.40, 1.60),
-    "gpt-4.1-nano": (0.10, 0.40),
-}
-
-
+# A DOCPIPE_PRICES entry under this name prices every model the table does not list (config.price_table).
 DEFAULT_PRICE_KEY = "*"
-
-
-def price_table(env: Mapping[str, str]) -> dict[str, tuple[float, float]]:
-    prices = dict(DEFAULT_PRICES)
-    raw = env.get("DOCPIPE_PRICES", "").strip()
-    if raw:
-        try:
-            extra = json.loads(raw)
-            prices.update({str(k): (float(v[0]), float(v[1])) for k, v in extra.items()})
-            if any(not 0 <= p < math.inf for price in prices.values() for p in price):
-                raise ValueError("a price must be a finite number of USD, at least 0")
-        except (ValueError, TypeError, IndexError, AttributeError):
-            raise ValueError('DOCPIPE_PRICES must be JSON like {"model": [input_usd_per_million, '
-                             'output_usd_per_million]}') from None
-    return prices
 
 
 def price_of(prices: Mapping[str, tuple[float, float]], model: str) -> tuple[float, float] | None:

@@ -1,31 +1,32 @@
 """One job, start to finish: extract → chunk → map (LLM calls on chunks in parallel) → reduce → store.
 
-Plain Python that knows nothing of Lambda or SQS: the worker hands it a job id and the services; it returns how the
-job ended, or raises ``TransientError`` when the attempt should be retried. The task type decides what map and
-reduce ask (summarize.py, structured.py, classify.py, custom_prompt.py); what every type shares is here: the map
-cache, the budget, progress, usage and metrics.
+Plain Python that knows nothing of Lambda or SQS: the worker claims the job (``jobs.lifecycle``) and hands the
+attempt over; ``run_job`` returns how the job ended (an ``Outcome``) or raises docpipe's errors when the attempt
+should be retried (``TransientError``, ``CircuitOpen``). The task type decides what map and reduce ask
+(``tasks``); what every type shares is here: the map cache, the budget, progress, usage and metrics. The job's row
+moves only through the lifecycle: ``succeed``, ``fail``, and the progress it shows meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import functools
-import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
-from chalicelib.llm.budget import Budget, MeteredChat
-from chalicelib.documents.chunking import Chunk, chunk_document
-from chalicelib.errors import JobFailure
-from chalicelib.documents.reading import Document, PageSet, read_document
-from chalicelib.jobs.store import Job
 from chalicelib.aws.mapcache import SHARED_OWNER, CacheWriter, MapCache, map_cache_key, map_cache_scope
+from chalicelib.documents import Chunk, Document, PageSet, chunk_document, read_document
+from chalicelib.errors import JobFailure
+from chalicelib.jobs import Attempt, Job
+from chalicelib.llm import Budget, MeteredChat, Usage, total_spend
+from chalicelib.observability import METRICS_NAMESPACE, logger, metrics
 from chalicelib.pipeline.mapreduce import ChunkTask, halve_chunk, map_chunks
-from chalicelib.observability import logger, metrics
-from chalicelib.bootstrap import Services
-from chalicelib.tasks.spec import NEEDS_LLM
-from chalicelib.llm.usage import Usage, total_spend
+from chalicelib.tasks import NEEDS_LLM, task_for
+
+if TYPE_CHECKING:
+    from chalicelib.bootstrap import Services
 
 PROGRESS_INTERVAL_SECONDS = 1.0
 # Kept back at the end of an invocation so the outcome is stored after the last LLM call.
@@ -34,9 +35,17 @@ FINISH_SECONDS = 10.0
 _EMF_VALUES = 99
 
 
+class Outcome(enum.Enum):
+    """How a job's run ended."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"                            # for a reason no retry can change; the job says which
+    FINISHED_ELSEWHERE = "finished_elsewhere"    # another delivery finished it while this one ran
+
+
 @dataclass
 class JobRun:
-    job: Job
+    attempt: Attempt
     services: Services
     usage: Usage
     deadline: float | None = None
@@ -44,68 +53,49 @@ class JobRun:
     timings: dict[str, float] = field(default_factory=dict)
     latencies: list[float] = field(default_factory=list)
 
+    @property
+    def job(self) -> Job:
+        return self.attempt.job
 
-def process_job(job_id: str, services: Services, *, lease_seconds: float, deadline: float | None = None,
-                on_claim: Callable[[Callable[[], tuple[int, dict[str, Any]]]], None] | None = None) -> str:
-    """Run the job if this delivery may claim it. Returns ``succeeded``, ``failed`` or ``skipped``.
+
+def run_job(attempt: Attempt, services: Services, *, deadline: float | None = None) -> Outcome:
+    """Run the claimed job to its outcome.
 
     ``deadline`` is the ``time.monotonic()`` at which the invocation ends (the Lambda context's remaining time): no
-    LLM call outlives ``FINISH_SECONDS`` before it. None (a local run) leaves each call its configured timeout.
-    ``on_claim`` receives, once the job is claimed, a function giving ``(attempt, what it has spent so far)``: the
-    heartbeat records it, so even an attempt killed outright leaves its spend behind.
+    LLM call outlives ``FINISH_SECONDS`` before it. None (a local run) leaves each call its configured timeout. From
+    the start the attempt is metered (``Attempt.meter``), so its heartbeat records what it spends as it spends it.
     """
-    job = services.jobs.claim(job_id, lease_seconds)
-    if job is None:
-        current = services.jobs.get(job_id)
-        logger.info("delivery skipped", extra={"job_status": current.status if current else None})
-        return "skipped"
-    settings = services.settings
+    job, settings, endpoint = attempt.job, services.settings, services.llm
     model = job.task.get("model") or settings.model
-    run = JobRun(job, services, Usage(model=model if settings.uses_openai else None,
-                                      provider="openai" if settings.uses_openai else "offline"), deadline=deadline)
+    run = JobRun(attempt, services, Usage(model=model if endpoint.uses_openai else None,
+                                          provider="openai" if endpoint.uses_openai else "offline"), deadline=deadline)
     # Earlier attempts' calls were paid for: they count in this attempt's usage and against its budget.
     run.usage.include_earlier(total_spend({a: s for a, s in job.spend.items() if a != f"a{job.attempts}"}),
-                              services.prices)
-
-    def spent() -> tuple[int, dict[str, Any]]:
-        return job.attempts, run.usage.attempt_spend(services.prices)
-
-    if on_claim is not None:
-        on_claim(spent)
+                              settings.prices)
+    attempt.meter(run.usage, settings.prices)
     started = time.monotonic()
     try:
         result = asyncio.run(_run(run, model))
     except JobFailure as failure:
-        logger.warning("job failed", extra={"error": failure.to_dict()})
-        services.jobs.mark_failed(job_id, failure.to_dict(), usage=run.usage.to_dict(), warnings=run.warnings)
-        metrics.add_metric(name="JobsFailed", unit="Count", value=1)
-        return "failed"
-    except BaseException:
-        # The attempt ends without an outcome (the worker retries or fails the job): keep what it paid for.
-        try:
-            services.jobs.record_spend(job_id, *spent())
-        except Exception as exc:  # the heartbeat's last record stands; the attempt's own error matters more
-            logger.warning("could not record the attempt's spend", extra={"error": type(exc).__name__})
-        raise
+        services.lifecycle.fail(attempt, failure, usage=run.usage.to_dict(), warnings=run.warnings)
+        return Outcome.FAILED
     finally:
         _emit_model_metrics(run)
     run.timings["total_seconds"] = round(time.monotonic() - started, 3)
     result["timings"] = run.timings
-    key = services.documents.put_result(job_id, result)
-    stored = services.jobs.mark_succeeded(job_id, result_key=key, usage=run.usage.to_dict(), warnings=run.warnings,
-                                          timings=run.timings, chunks_total=result["document"]["chunks"])
-    if not stored:
-        logger.warning("job finished elsewhere while this attempt ran; its result was kept")
-        return "skipped"
+    key = services.documents.put_result(job.job_id, result)
+    if not services.lifecycle.succeed(attempt, result_key=key, usage=run.usage.to_dict(), warnings=run.warnings,
+                                      timings=run.timings, chunks_total=result["document"]["chunks"]):
+        return Outcome.FINISHED_ELSEWHERE
     _emit_metrics(run)
     logger.info("job succeeded", extra={"usage": run.usage.to_dict(), "timings": run.timings})
-    return "succeeded"
+    return Outcome.SUCCEEDED
 
 
 async def _run(run: JobRun, model: str) -> dict[str, Any]:
     services, job, settings = run.services, run.job, run.services.settings
     kind = job.task["type"]
-    if not settings.uses_openai and kind in NEEDS_LLM:
+    if not services.llm.uses_openai and kind in NEEDS_LLM:
         # Refused at submit too; a job queued before the endpoint was unset still ends with a reason.
         raise JobFailure("llm_unavailable", f"the {kind} task needs an LLM endpoint (set OPENAI_API_KEY and/or "
                                             f"OPENAI_BASE_URL): docpipe's offline provider cannot {NEEDS_LLM[kind]}")
@@ -122,18 +112,18 @@ async def _run(run: JobRun, model: str) -> dict[str, Any]:
         run.warnings[:0] = pages.warnings()
 
     clock = time.monotonic()
-    from chalicelib.documents.tokens import get_encoding
+    from chalicelib.documents import get_encoding
 
     encoding = get_encoding(model)
     chunks = chunk_document(document, encoding=encoding, max_tokens=settings.chunk_tokens,
                             overlap_tokens=settings.chunk_overlap_tokens)
     run.usage.document_tokens = sum(c.tokens for c in chunks)
     run.timings["chunk_seconds"] = round(time.monotonic() - clock, 3)
-    services.jobs.set_chunks_total(job.job_id, len(chunks), run.warnings)
+    services.lifecycle.count_chunks(run.attempt, len(chunks), run.warnings)
     logger.info("document chunked", extra={"pages": document.page_count, "chunks": len(chunks),
                                            "document_tokens": run.usage.document_tokens})
 
-    chat = services.chat(model) if settings.uses_openai else None
+    chat = services.llm.chat(model) if services.llm.uses_openai else None
     try:
         task = _task_for(run, document, chunks, chat, encoding)
         run.usage.provider = task.provider
@@ -176,8 +166,7 @@ async def _run(run: JobRun, model: str) -> dict[str, Any]:
 
 def _read_by_ocr(run: JobRun, pages: PageSet, data: bytes) -> PageSet:
     """The pages with OCR's text where the gate left them out; what it cost goes to usage and timings."""
-    from chalicelib.documents.reading import describe_pages
-    from chalicelib.documents.pdfpages import extract_pages
+    from chalicelib.documents import describe_pages, extract_pages
 
     settings, wanted = run.services.settings, pages.needs_ocr()
     if len(wanted) > settings.ocr_max_pages:
@@ -214,48 +203,18 @@ async def _nothing_known() -> dict[int, list[Any]]:
 
 
 def _task_for(run: JobRun, document: Document, chunks: list[Chunk], chat: Any, encoding: Any) -> ChunkTask:
-    """The task type's implementation: the LLM one when an endpoint is configured, else the offline one."""
-    task, settings = run.job.task, run.services.settings
-    kind = task["type"]
+    """The task type's implementation; the LLM one gets the chat as this job meters it (usage, budget, deadline)."""
+    settings = run.services.settings
 
     def count(text: str) -> int:
         return len(encoding.encode(text, disallowed_special=()))
 
-    if chat is None:
-        if kind == "classify":
-            from chalicelib.tasks.classify import KeywordClassifier
-
-            return KeywordClassifier(labels=task["labels"])
-        from chalicelib.tasks.summarize import DEFAULT_TARGET_WORDS, ExtractiveSummarizer, map_words_for
-
-        target_words = task.get("target_words", DEFAULT_TARGET_WORDS)
-        summarizer = ExtractiveSummarizer(map_words=map_words_for(target_words, len(chunks)),
-                                          page_at=document.page_at, target_words=target_words)
-        summarizer.prepare(document.text, chunks)
-        return summarizer
-    metered = MeteredChat(chat, usage=run.usage, prices=run.services.prices,
-                          budget=Budget.for_task(task, settings.default_max_total_tokens),
-                          deadline=None if run.deadline is None else run.deadline - FINISH_SECONDS,
-                          latencies=run.latencies)
-    if kind == "extract":
-        from chalicelib.tasks.extract import SchemaExtractor
-
-        return SchemaExtractor(metered, schema=task["schema"], answer_tokens=settings.map_output_tokens,
-                               count_tokens=count, warn=run.warnings.append)
-    if kind == "classify":
-        from chalicelib.tasks.classify import LLMClassifier
-
-        return LLMClassifier(metered, labels=task["labels"], count_tokens=count)
-    if kind == "prompt":
-        from chalicelib.tasks.prompt import PromptTask
-
-        return PromptTask(metered, map_instruction=task["map"], reduce_instruction=task["reduce"],
-                          map_tokens=settings.map_output_tokens, reduce_tokens=settings.reduce_output_tokens,
-                          context_tokens=settings.reduce_context_tokens, count_tokens=count)
-    from chalicelib.tasks.summarize import DEFAULT_TARGET_WORDS, LLMSummarizer
-
-    return LLMSummarizer(metered, target_words=task.get("target_words", DEFAULT_TARGET_WORDS),
-                         chunk_count=len(chunks), count_tokens=count, context_tokens=settings.reduce_context_tokens)
+    metered = None if chat is None else MeteredChat(
+        chat, usage=run.usage, prices=settings.prices,
+        budget=Budget.for_task(run.job.task, settings.default_max_total_tokens),
+        deadline=None if run.deadline is None else run.deadline - FINISH_SECONDS, latencies=run.latencies)
+    return task_for(run.job.task, chat=metered, settings=settings, document=document, chunks=chunks,
+                    count_tokens=count, warn=run.warnings.append)
 
 
 @dataclass
@@ -291,7 +250,7 @@ def _map_cache(run: JobRun, task: ChunkTask, document: Document, chunks: list[Ch
     cache = run.services.map_cache
     if cache is None or params is None:
         return None
-    identity = {"endpoint": run.services.settings.llm_base_url or "", "model": model,
+    identity = {"endpoint": run.services.llm.base_url or "", "model": model,
                 "prompt_version": task.prompt_version, "params": params}
     owner = SHARED_OWNER if run.services.settings.map_cache_shared else (run.job.client or "_unowned")
     scope = map_cache_scope(owner=owner, **identity, document=document.text)
@@ -317,8 +276,8 @@ class _ProgressWriter:
         if time.monotonic() - self._last_write < PROGRESS_INTERVAL_SECONDS or done >= self._total:
             return
         self._last_write = time.monotonic()
-        write = asyncio.create_task(asyncio.to_thread(self._run.services.jobs.record_progress,
-                                                      self._run.job.job_id, done))
+        write = asyncio.create_task(asyncio.to_thread(self._run.services.lifecycle.progress, self._run.attempt,
+                                                      done))
         self._writes.add(write)
         write.add_done_callback(self._writes.discard)
 
@@ -344,7 +303,7 @@ def _budget_refusal(run: JobRun, task: ChunkTask, chunks: list[Chunk],
         prompt, completion = prompt + p, completion + c
     p, c = task.estimate_reduce(len(chunks))
     budget = Budget.for_task(run.job.task, run.services.settings.default_max_total_tokens)
-    refusal = budget.refusal(run.usage, run.services.prices, prompt_tokens=prompt + p,
+    refusal = budget.refusal(run.usage, run.services.settings.prices, prompt_tokens=prompt + p,
                              completion_tokens=completion + c, calls=len(asked) + (1 if p else 0))
     if budget.max_cost_usd is not None and run.usage.estimated_cost_usd is None:
         # Refused at submit; a job queued before the price table changed must not spend without a bound either.
@@ -373,7 +332,6 @@ def _result(run: JobRun, task: ChunkTask, document: Document, chunks: list[Chunk
 
 
 def _emit_metrics(run: JobRun) -> None:
-    metrics.add_metric(name="JobsSucceeded", unit="Count", value=1)
     for stage in ("extract_seconds", "chunk_seconds", "map_seconds", "reduce_seconds"):
         if stage in run.timings:
             metrics.add_metric(name=stage.replace("_seconds", "Milliseconds").capitalize(), unit="Milliseconds",
@@ -387,12 +345,12 @@ def _emit_model_metrics(run: JobRun) -> None:
     earlier attempts emitted theirs.
     """
     usage = run.usage
-    spend = usage.attempt_spend(run.services.prices)
+    spend = usage.attempt_spend(run.services.settings.prices)
     if usage.model is None or not (spend["calls"] or usage.cache_hits):
         return
     from aws_lambda_powertools.metrics import EphemeralMetrics
 
-    per_model = EphemeralMetrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "docpipe"))
+    per_model = EphemeralMetrics(namespace=METRICS_NAMESPACE)
     batches = [run.latencies[i:i + _EMF_VALUES] for i in range(0, len(run.latencies), _EMF_VALUES)] or [[]]
     for position, batch in enumerate(batches):
         per_model.add_dimension(name="model", value=usage.model)  # each flush clears the dimensions
