@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Any, Callable, cast
+from collections.abc import Callable
+from typing import Any, cast
 
 from bench.documents import long_pdfs
 
@@ -49,8 +50,8 @@ def run() -> str:
 
 
 def _splitters(document: Any, encoding: Any, encoding_name: str, overlap: int) -> dict[str, Callable[[], list[str]]]:
-    from langchain_text_splitters import RecursiveCharacterTextSplitter
     import semchunk
+    from langchain_text_splitters import RecursiveCharacterTextSplitter
 
     from chalicelib.documents.chunking import chunk_document
 

@@ -40,7 +40,7 @@ def book_pdf() -> bytes:
     import sys
 
     sys.path.insert(0, str(PROJECT))
-    from tests.pdfgen import make_pdf
+    from tests.support.pdfs import make_pdf
 
     rng = random.Random(350)
     return make_pdf([_page(rng) for _ in range(BOOK_PAGES)])

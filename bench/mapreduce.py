@@ -50,9 +50,9 @@ class Row:
                  str(self.calls), f"{self.map_reduce_seconds:.2f}", f"{self.map_reduce_limit:.2f}",
                  f"{self.map_reduce_seconds / self.map_reduce_limit:.3f}"]
         if self.job_seconds is None or self.extraction_seconds is None:
-            return cells + ["–", "–", "–"]
+            return [*cells, "–", "–", "–"]
         limit = self.extraction_seconds + self.map_reduce_limit
-        return cells + [f"{self.job_seconds:.2f}", f"{limit:.2f}", f"{self.job_seconds / limit:.3f}"]
+        return [*cells, f"{self.job_seconds:.2f}", f"{limit:.2f}", f"{self.job_seconds / limit:.3f}"]
 
 
 def _document() -> tuple[bytes, str, str]:
@@ -73,7 +73,7 @@ def _is_map_request(request: dict[str, Any]) -> bool:
 
 def _serve(conn: Any, latency: float) -> None:
     """The child process: the fake server, answering ``reset`` / ``counts`` / ``stop`` on the pipe."""
-    from tests.fake_openai import FakeOpenAI
+    from tests.support.fake_openai import FakeOpenAI
 
     with FakeOpenAI() as fake:
         fake.latency = latency
@@ -93,7 +93,7 @@ class _FakeProvider:
     def __init__(self, latency: float) -> None:
         self._latency = latency
 
-    def __enter__(self) -> "_FakeProvider":
+    def __enter__(self) -> _FakeProvider:
         context = multiprocessing.get_context("spawn")
         self._conn, child = context.Pipe()
         self._process = context.Process(target=_serve, args=(child, self._latency), daemon=True)
@@ -112,7 +112,7 @@ class _FakeProvider:
         """(chat requests, map requests) since the last reset."""
         return self._ask("counts")
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._ask("stop")
         self._process.join(timeout=10)
 
@@ -120,7 +120,7 @@ class _FakeProvider:
 class _Stack:
     """The AWS emulator in its own process, with docpipe's resources, and the environment that points at it."""
 
-    def __enter__(self) -> "_Stack":
+    def __enter__(self) -> _Stack:
         from devstack.emulator import DUMMY_CREDENTIALS, Emulator, free_port
         from devstack.resources import provision
 
@@ -131,7 +131,7 @@ class _Stack:
                                    visibility_timeout=60)
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._emulator.stop()
 
 
@@ -230,7 +230,7 @@ def run() -> str:
 
         logger.setLevel("WARNING")  # the job's INFO lines would bury the table
         # A first job pays the imports and the first connections; a warm worker does not.
-        _docpipe("warm-up", fake, "A short note about harbour lights.".encode(), "text", concurrency=CONCURRENCY)
+        _docpipe("warm-up", fake, b"A short note about harbour lights.", "text", concurrency=CONCURRENCY)
         chunks = _chunks(data, declared)
         # The parallel runs differ by tens of milliseconds, less than one run's noise on a shared machine: each is
         # run REPEATS times, interleaved, and its median run is reported.
