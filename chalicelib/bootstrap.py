@@ -48,7 +48,8 @@ def build(settings: Settings) -> Services:
     """Every component for ``settings``, each given the clients it uses."""
     s3, sqs, dynamodb = clients.client("s3"), clients.client("sqs"), clients.client("dynamodb")
     jobs = JobStore(clients.table(settings.jobs_table), retention_days=settings.job_retention_days)
-    lifecycle = Lifecycle(jobs, JobQueue(sqs, settings.jobs_queue), retry_backoff_seconds=settings.retry_backoff_seconds,
+    lifecycle = Lifecycle(jobs, JobQueue(sqs, settings.jobs_queue),
+                          retry_backoff_seconds=settings.retry_backoff_seconds,
                           outage_wait_seconds=settings.breaker_recovery_seconds)
     documents = DocumentStore(s3, settings.bucket)
     records = IdempotencyRecords(dynamodb, settings.idempotency_table, function_name=settings.function_name)

@@ -14,9 +14,9 @@ import json
 import math
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from typing import Mapping
 
 
 class ConfigError(ValueError):

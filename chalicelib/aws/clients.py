@@ -7,11 +7,11 @@ point (``chalicelib.bootstrap``) calls these; everything else receives the clien
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 
-@lru_cache(maxsize=None)
+@cache
 def client(service: str) -> Any:
     import boto3
     from botocore.config import Config
@@ -21,7 +21,7 @@ def client(service: str) -> Any:
                         if service == "s3" else Config(retries={"mode": "standard"}))
 
 
-@lru_cache(maxsize=None)
+@cache
 def table(name: str) -> Any:
     """A DynamoDB table as a boto3 resource (items as Python values, numbers as Decimal)."""
     import boto3

@@ -12,7 +12,8 @@ function it guards::
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 class Once:
@@ -46,8 +47,11 @@ class IdempotencyRecords:
         ``name`` goes into every record's key (``<function_name>.<name>#<hash>``), where Powertools would put the
         guarded function's module and qualified name: named here, records outlive any move of the code.
         """
-        from aws_lambda_powertools.utilities.idempotency import (DynamoDBPersistenceLayer, IdempotencyConfig,
-                                                                 idempotent_function)
+        from aws_lambda_powertools.utilities.idempotency import (
+            DynamoDBPersistenceLayer,
+            IdempotencyConfig,
+            idempotent_function,
+        )
 
         persistence = DynamoDBPersistenceLayer(table_name=self.table_name, boto3_client=self._dynamodb)
         config = IdempotencyConfig(event_key_jmespath=key, payload_validation_jmespath=payload or "",

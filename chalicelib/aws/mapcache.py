@@ -27,8 +27,9 @@ import hashlib
 import json
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any
 
 from chalicelib.observability import logger
 

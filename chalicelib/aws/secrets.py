@@ -9,7 +9,8 @@ Secrets Manager at most once in that time, and a rotated key is in use within it
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 def secret_reader(secretsmanager: Any, name: str, *, max_age_seconds: int) -> Callable[[], str | None]:
@@ -28,6 +29,8 @@ def secret_reader(secretsmanager: Any, name: str, *, max_age_seconds: int) -> Ca
             if isinstance(cause, ClientError) and cause.response["Error"]["Code"] == "ResourceNotFoundException":
                 return None
             raise
-        return value.decode() if isinstance(value, bytes) else value
+        if isinstance(value, bytes):
+            return value.decode()
+        return value if isinstance(value, str) else None
 
     return read

@@ -96,7 +96,7 @@ class DocumentStore:
         tags = [t for t in self._s3.get_object_tagging(Bucket=self.bucket, Key=key)["TagSet"]
                 if t["Key"] != "docpipe-job-id"]
         self._s3.put_object_tagging(Bucket=self.bucket, Key=key,
-                                    Tagging={"TagSet": tags + [{"Key": "docpipe-job-id", "Value": job_id}]})
+                                    Tagging={"TagSet": [*tags, {"Key": "docpipe-job-id", "Value": job_id}]})
 
     def read_document(self, key: str, max_bytes: int) -> bytes:
         """The document's bytes, refusing before download what would not fit the worker's memory budget."""

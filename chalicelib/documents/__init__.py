@@ -10,7 +10,15 @@ from chalicelib.config import ReadingLimits
 from chalicelib.documents.chunking import Chunk, chunk_document
 from chalicelib.documents.ocr import OcrResult, TextractOCR
 from chalicelib.documents.pdfpages import extract_pages
-from chalicelib.documents.reading import PDF_MAGIC, Document, PageSet, describe_pages, extract_document, read_document, sniff
+from chalicelib.documents.reading import (
+    PDF_MAGIC,
+    Document,
+    PageSet,
+    describe_pages,
+    extract_document,
+    read_document,
+    sniff,
+)
 from chalicelib.documents.tokens import count_tokens, get_encoding
 
 __all__ = ["PDF_MAGIC", "Chunk", "Document", "OcrResult", "PageSet", "ReadingLimits", "TextractOCR", "chunk_document",

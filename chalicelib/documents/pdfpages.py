@@ -25,8 +25,9 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from chalicelib.config import ReadingLimits
 from chalicelib.errors import JobFailure
@@ -230,7 +231,7 @@ class _Reader:
             pass  # the reader is gone: next_message says so
 
     def next_message(self, timeout: float) -> tuple[str, Any] | None:
-        """The reader's next message, ``("died", exitcode)`` when it ended without one, None when it sent none in time."""
+        """The reader's next message; ``("died", exitcode)`` when it ended without one, None when none came in time."""
         try:
             if not self.connection.poll(max(timeout, 0.0)):
                 return None
@@ -366,10 +367,10 @@ def _images_drawn(operations: list[tuple[Any, bytes]], resources: Any, ctm: _Mat
             if xobject is None or subtype == "/Image":
                 drawn += abs(ctm[0] * ctm[3] - ctm[1] * ctm[2])
             elif subtype == "/Form" and depth < 4:
-                matrix = tuple(float(x) for x in xobject.get("/Matrix", (1, 0, 0, 1, 0, 0)))
+                a, b, c, d, e, f = (float(x) for x in xobject.get("/Matrix", (1, 0, 0, 1, 0, 0)))
                 drawn += _images_drawn(ContentStream(xobject, reader).operations,
-                                       xobject.get("/Resources", resources), _multiply(matrix, ctm), reader,
-                                       depth + 1)  # type: ignore[arg-type]
+                                       xobject.get("/Resources", resources), _multiply((a, b, c, d, e, f), ctm),
+                                       reader, depth + 1)
     return drawn
 
 

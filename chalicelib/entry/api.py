@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import hmac
 import json
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from chalice import Response
 
@@ -21,7 +22,7 @@ from chalicelib.errors import NotFound, RequestError
 from chalicelib.jobs import JOB_ID_PATTERN, Job, fingerprint, parse_submission
 from chalicelib.observability import logger
 
-JSON = {"Content-Type": "application/json"}
+JSON: dict[str, str | list[str]] = {"Content-Type": "application/json"}
 MAX_MESSAGE = 500
 
 
@@ -61,7 +62,7 @@ def submit_job(request: Any, services: Services, lambda_context: Any = None) -> 
                                     fingerprint=fingerprint(headers.get("content-type"), query, body),
                                     lambda_context=lambda_context)
     job = services.jobs.get(job_id)
-    view = job.to_view() if job else {"job_id": job_id, "status": "QUEUED"}
+    view: dict[str, Any] = job.to_view() if job else {"job_id": job_id, "status": "QUEUED"}
     view["links"] = _links(job_id)
     return Response(body=view, status_code=202, headers={**JSON, "Location": f"/jobs/{job_id}"})
 

@@ -15,7 +15,8 @@ One rule, the same on AWS and on a laptop; only configuration differs:
 from __future__ import annotations
 
 import hmac
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from chalicelib.config import CLIENT_ID, Settings
 from chalicelib.errors import RequestError

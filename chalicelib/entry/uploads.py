@@ -14,7 +14,7 @@ and queues nothing new.
 from __future__ import annotations
 
 import time
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 from chalicelib.aws import INCOMING_PREFIX, IdempotencyRecords, Once, StoredObject, client_of_upload
@@ -70,7 +70,7 @@ def _start(upload: dict[str, str], client: str, stored: StoredObject, services: 
     return {"job_id": job_id}
 
 
-@lru_cache(maxsize=None)
+@cache
 def _start_once(records: IdempotencyRecords) -> Once:
     """``_start`` once per object identity: later deliveries of the same event get the first one's job id."""
     return records.once(_start, name=_UPLOAD_RECORDS, data_keyword="upload", key="[bucket, key, etag]",

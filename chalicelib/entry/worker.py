@@ -12,12 +12,15 @@ first moments then strands its batch for a few heartbeats, not for the queue's v
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chalicelib.bootstrap import Services
 from chalicelib.errors import CircuitOpen, TransientError
 from chalicelib.jobs import Attempt, BatchHeartbeat, Delivery, Heartbeat, Message
 from chalicelib.observability import logger, metrics
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 
 
 class _ComesBack(Exception):
@@ -25,7 +28,7 @@ class _ComesBack(Exception):
     back)."""
 
 
-def handle_job_batch(event: dict[str, Any], context: Any, services: Services) -> dict[str, Any]:
+def handle_job_batch(event: dict[str, Any], context: Any, services: Services) -> PartialItemFailureResponse:
     deliveries = [d for d in map(Delivery.of_event_record, event.get("Records", [])) if d is not None]
     with BatchHeartbeat(services.lifecycle, deliveries, interval=services.settings.heartbeat_seconds) as batch:
         from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response

@@ -13,8 +13,9 @@ import hashlib
 import json
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from chalicelib.aws.idempotency import IdempotencyRecords, Once
 from chalicelib.aws.storage import DocumentStore, key_of_client, validate_client_key
@@ -196,8 +197,9 @@ class Intake:
         if submission.s3_key:
             stored = self._documents.head(submission.s3_key)
             if stored is None:
-                raise RequestError("document_not_found", f"no object {submission.s3_key[:300]} among your documents "
-                                                         "in the docpipe bucket", status=404 if source == "api" else 400)
+                raise RequestError("document_not_found", f"no object {submission.s3_key[:300]} among your "
+                                                         "documents in the docpipe bucket",
+                                   status=404 if source == "api" else 400)
             document["bytes"] = stored.size
             if stored.size > settings.max_document_bytes:
                 raise RequestError("too_large", f"the document is {stored.size} bytes; the limit is "
@@ -221,8 +223,10 @@ class Intake:
             return self.create(submission, client=client)[0]
         if not _IDEMPOTENCY_KEY.fullmatch(idempotency_key):
             raise RequestError("invalid_idempotency_key", "Idempotency-Key must be 1-255 printable ASCII characters")
-        from aws_lambda_powertools.utilities.idempotency.exceptions import (IdempotencyAlreadyInProgressError,
-                                                                            IdempotencyValidationError)
+        from aws_lambda_powertools.utilities.idempotency.exceptions import (
+            IdempotencyAlreadyInProgressError,
+            IdempotencyValidationError,
+        )
 
         if self._once is None:
             # The first request's answer is stored for 24 h and replayed for retries.

@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import enum
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from chalicelib.errors import JobFailure, ServiceUnavailable
 from chalicelib.jobs.model import RUNNING, Job

@@ -42,14 +42,14 @@ class Delivery:
     receives: int = 1
 
     @classmethod
-    def of(cls, record: Any) -> "Delivery":
+    def of(cls, record: Any) -> Delivery:
         """From Powertools' ``SQSRecord``; the queue is the record's own (its receipt handle is valid only there)."""
         return cls(job_id=job_id_from(record.body), message_id=record.message_id,
                    receipt_handle=record.receipt_handle, queue_name=record.event_source_arn.rsplit(":", 1)[-1],
                    receives=int(record.attributes.approximate_receive_count or 1))
 
     @classmethod
-    def of_event_record(cls, record: dict[str, Any]) -> "Delivery | None":
+    def of_event_record(cls, record: dict[str, Any]) -> Delivery | None:
         """From a record of Lambda's SQS event as it arrives (a dict); None for one that names no queue."""
         if not record.get("receiptHandle") or not record.get("eventSourceARN"):
             return None

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from decimal import Decimal
-from typing import Any, Callable
+from typing import Any
 
 from chalicelib.jobs.model import FAILED, QUEUED, RUNNING, SUCCEEDED, Job
 

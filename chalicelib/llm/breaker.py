@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import Future, ThreadPoolExecutor
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 from chalicelib.errors import CircuitOpen
@@ -29,7 +29,7 @@ CIRCUIT_NAME = "docpipe-llm"
 STATE_CACHE_SECONDS = 5
 
 
-@lru_cache(maxsize=None)
+@cache
 def _guard(dynamodb: Any, table_name: str, failure_threshold: int, recovery_seconds: int) -> Any:
     """The breaker for these settings, made once per worker instance: its local counters live as long as it."""
     from aws_lambda_powertools.utilities.circuit_breaker import CircuitBreakerConfig, circuit_breaker

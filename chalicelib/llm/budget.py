@@ -10,8 +10,9 @@ checked against the budget, and no call outlives the invocation's deadline::
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from chalicelib.errors import JobFailure
 from chalicelib.llm.chat import Completion
@@ -24,7 +25,7 @@ class Budget:
     max_cost_usd: float | None = None
 
     @classmethod
-    def for_task(cls, task: dict[str, Any], default_max_total_tokens: int) -> "Budget":
+    def for_task(cls, task: dict[str, Any], default_max_total_tokens: int) -> Budget:
         return cls(task.get("max_total_tokens") or default_max_total_tokens, task.get("max_cost_usd"))
 
     def refusal(self, usage: Usage, prices: Mapping[str, tuple[float, float]], *, prompt_tokens: int,

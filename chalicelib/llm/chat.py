@@ -19,15 +19,16 @@ Retries have one owner, ``ChatModel``; the SDK's own are switched off (``max_ret
 from __future__ import annotations
 
 import asyncio
-import functools
 import email.utils
+import functools
 import json
 import math
 import random
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from chalicelib.errors import JobFailure, TransientError
 from chalicelib.llm.ratelimit import OutOfTime, Throttle
@@ -135,7 +136,7 @@ class ChatModel:
                 response = await self._client.post("/chat/completions", cast_to=ChatCompletion, body=request,
                                                    options={"timeout": self._attempt_timeout(deadline)})
             except Exception as exc:
-                error = _classify(exc)
+                error: EndpointRefused | EndpointBusy | None = _classify(exc)
             else:
                 error = _unreadable(response)
             if error is None:
@@ -209,7 +210,7 @@ def _unreadable(response: Any) -> EndpointBusy | None:
     return None
 
 
-def _classify(exc: Exception) -> Exception:
+def _classify(exc: Exception) -> EndpointRefused | EndpointBusy:
     """Permanent (the same request can never succeed) or transient (it may, later)."""
     import openai
 

@@ -13,7 +13,8 @@ through this worker instance's rate limits for its model::
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from chalicelib.config import ConfigError, Settings, with_llm_secret
 from chalicelib.errors import TransientError

@@ -5,8 +5,9 @@ Prices are settings (``Settings.prices``: the built-in table with ``DOCPIPE_PRIC
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 # A DOCPIPE_PRICES entry under this name prices every model the table does not list (config.price_table).
 DEFAULT_PRICE_KEY = "*"
@@ -33,7 +34,7 @@ def total_spend(spends: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """The sum of attempts' spends; ``cost_usd`` is None when any of them had no known price."""
     total: dict[str, Any] = {name: sum(int(spend.get(name, 0)) for spend in spends.values()) for name in SPENT_FIELDS}
     costs = [spend.get("cost_usd") for spend in spends.values()]
-    total["cost_usd"] = None if None in costs else round(sum(costs), 6)
+    total["cost_usd"] = None if None in costs else round(sum(float(c) for c in costs if c is not None), 6)
     total["total_tokens"] = total["prompt_tokens"] + total["completion_tokens"]
     return total
 

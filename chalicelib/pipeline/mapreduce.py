@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, Protocol
 
 from chalicelib.documents.chunking import Chunk
 from chalicelib.errors import JobFailure, UnusableAnswer
@@ -50,7 +51,7 @@ class Partial:
                 "sentences": [list(s) for s in self.sentences]}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Partial":
+    def from_json(cls, data: dict[str, Any]) -> Partial:
         return cls(data["text"], data["first_page"], data["last_page"], [(t, p) for t, p in data.get("sentences", [])])
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from chalicelib.aws.mapcache import SHARED_OWNER, CacheWriter, MapCache, map_cache_key, map_cache_scope
-from chalicelib.documents import Chunk, Document, PageSet, chunk_document, read_document
+from chalicelib.documents import Chunk, Document, PageSet, TextractOCR, chunk_document, read_document
 from chalicelib.errors import JobFailure
 from chalicelib.jobs import Attempt, Job
 from chalicelib.llm import Budget, MeteredChat, Usage, total_spend
@@ -105,7 +105,7 @@ async def _run(run: JobRun, model: str) -> dict[str, Any]:
                           declared_type=job.document.get("declared_type"), limits=settings.reading_limits)
     run.timings["extract_seconds"] = round(time.monotonic() - clock, 3)
     if services.ocr is not None and pages.kind == "pdf" and pages.needs_ocr():
-        pages = _read_by_ocr(run, pages, data)
+        pages = _read_by_ocr(run, services.ocr, pages, data)
     try:
         document = pages.document()
     finally:
@@ -164,7 +164,7 @@ async def _run(run: JobRun, model: str) -> dict[str, Any]:
     return _result(run, task, document, chunks, final, levels)
 
 
-def _read_by_ocr(run: JobRun, pages: PageSet, data: bytes) -> PageSet:
+def _read_by_ocr(run: JobRun, ocr: TextractOCR, pages: PageSet, data: bytes) -> PageSet:
     """The pages with OCR's text where the gate left them out; what it cost goes to usage and timings."""
     from chalicelib.documents import describe_pages, extract_pages
 
@@ -188,7 +188,7 @@ def _read_by_ocr(run: JobRun, pages: PageSet, data: bytes) -> PageSet:
     seconds = settings.ocr_timeout_seconds
     if run.deadline is not None:
         seconds = max(1.0, min(seconds, run.deadline - FINISH_SECONDS - time.monotonic()))
-    result = run.services.ocr.read(run.job.document["s3_key"], wanted, subset=subset,
+    result = ocr.read(run.job.document["s3_key"], wanted, subset=subset,
                                    document_pages=len(pages.texts), seconds=seconds)
     run.usage.ocr = {"provider": "textract", "pages": result.pages_billed, "cost_usd": result.cost_usd}
     run.timings["ocr_seconds"] = result.seconds
@@ -250,7 +250,7 @@ def _map_cache(run: JobRun, task: ChunkTask, document: Document, chunks: list[Ch
     cache = run.services.map_cache
     if cache is None or params is None:
         return None
-    identity = {"endpoint": run.services.llm.base_url or "", "model": model,
+    identity: dict[str, Any] = {"endpoint": run.services.llm.base_url or "", "model": model,
                 "prompt_version": task.prompt_version, "params": params}
     owner = SHARED_OWNER if run.services.settings.map_cache_shared else (run.job.client or "_unowned")
     scope = map_cache_scope(owner=owner, **identity, document=document.text)

@@ -14,12 +14,13 @@ import asyncio
 import math
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from chalicelib.documents.chunking import Chunk
-from chalicelib.tasks.jsonanswers import JsonAnswers
 from chalicelib.llm.prompts import DATA_RULE, as_data
+from chalicelib.tasks.jsonanswers import JsonAnswers
 from chalicelib.tasks.words import content_words
 
 PROMPT_VERSION = "classify/1"
@@ -71,7 +72,7 @@ def decide(votes: list[Vote], names: list[str]) -> Decision:
             scores[vote.label] += vote.confidence * vote.weight
     total = sum(scores.values())
     if total <= 0:
-        return Decision(None, 0.0, [], {name: 0.0 for name in names})
+        return Decision(None, 0.0, [], dict.fromkeys(names, 0.0))
     winner = max(names, key=lambda name: scores[name])  # max keeps the first of equals: the client's order
     pages = sorted({page for v in votes if v.label == winner and v.confidence > 0
                     for page in range(v.first_page, v.last_page + 1)})

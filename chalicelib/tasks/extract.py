@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from chalicelib.documents.chunking import Chunk
 from chalicelib.errors import JobFailure, UnusableAnswer
+from chalicelib.llm.prompts import DATA_RULE, as_data
 from chalicelib.tasks.jsonanswers import JsonAnswers
 from chalicelib.tasks.jsonmerge import merge_answers
-from chalicelib.llm.prompts import DATA_RULE, as_data
 from chalicelib.tasks.schemas import SchemaRefused, SchemaUnusable, check_client_schema, client_validator, violations
 
 PROMPT_VERSION = "extract/1"

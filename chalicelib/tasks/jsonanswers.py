@@ -14,8 +14,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from chalicelib.jsontext import loads_bounded
 from chalicelib.errors import UnusableAnswer
+from chalicelib.jsontext import loads_bounded
 from chalicelib.llm.chat import EndpointRefused
 from chalicelib.tasks.schemas import SchemaUnusable, client_validator, violations
 

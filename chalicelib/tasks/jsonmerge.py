@@ -73,7 +73,8 @@ class _Merger:
         return self._scalars(present, path)
 
     def _objects(self, items: list[tuple[dict, Pages]], schema: dict[str, Any], path: str) -> dict[str, Any]:
-        properties = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+        found = schema.get("properties")
+        properties: dict[str, Any] = found if isinstance(found, dict) else {}
         keys = [k for k in properties if any(k in v for v, _p in items)]
         keys += [k for v, _p in items for k in v if k not in properties]
         merged: dict[str, Any] = {}

@@ -8,12 +8,19 @@ document, because it decides the final answer's form.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from chalicelib.documents.chunking import Chunk
-from chalicelib.pipeline.mapreduce import (PARTIAL_TAG_TOKENS, Partial, ReduceBudget, estimate_reduce, merged_span,
-                                  reduce_hierarchically)
 from chalicelib.llm.prompts import DATA_RULE, as_data
+from chalicelib.pipeline.mapreduce import (
+    PARTIAL_TAG_TOKENS,
+    Partial,
+    ReduceBudget,
+    estimate_reduce,
+    merged_span,
+    reduce_hierarchically,
+)
 from chalicelib.tasks.summarize import cited_pages
 
 PROMPT_VERSION = "prompt/1"

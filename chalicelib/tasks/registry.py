@@ -10,7 +10,8 @@ one a job needs::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from chalicelib.config import Settings
 

@@ -22,16 +22,27 @@ The extract task's schema comes from a client, and so does everything it makes d
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from functools import lru_cache
-from typing import Any, Iterator
+from functools import cache, lru_cache
+from typing import Any
 
 import referencing
 import referencing.exceptions
 import referencing.jsonschema
-from jsonschema import (Draft4Validator, Draft6Validator, Draft7Validator, Draft201909Validator,
-                        Draft202012Validator, FormatChecker, SchemaError, ValidationError, validators)
+from jsonschema import (
+    Draft4Validator,
+    Draft6Validator,
+    Draft7Validator,
+    Draft201909Validator,
+    Draft202012Validator,
+    FormatChecker,
+    SchemaError,
+    ValidationError,
+    validators,
+)
+from jsonschema.protocols import Validator
 
 # Subschemas one value may be checked against through references and combinators (allOf, anyOf, not, …), and the
 # longest chain of them: far above what real schemas need, far below what stalls a worker or Python's stack.
@@ -70,7 +81,7 @@ class SchemaUnusable(Exception):
     """One validation could not finish within docpipe's limits; the answer it was checking is not used."""
 
 
-def dialect_of(schema: dict[str, Any]) -> type:
+def dialect_of(schema: dict[str, Any]) -> Any:
     """The validator class of the schema's ``$schema`` (2020-12 when it names none)."""
     declared = schema.get("$schema")
     if declared is None:
@@ -154,7 +165,7 @@ class _Node:
 class _Graph:
     """Every subschema reachable from the root, through keywords and through references, with its in-place edges."""
 
-    def __init__(self, cls: type) -> None:
+    def __init__(self, cls: type[Validator]) -> None:
         self._spec = referencing.jsonschema.specification_with(cls.ID_OF(cls.META_SCHEMA))
         self._nodes: dict[int, _Node] = {}
         self._keep: list[Any] = []  # the walked objects stay alive, so their ids stay theirs
@@ -308,8 +319,9 @@ def _pointer(path: Any) -> str:
 
 # --- the bounded validator ---------------------------------------------------------------------------------------
 
-@lru_cache(maxsize=None)
-def _bounded_class(cls: type) -> type:
+# Cached per dialect: ``cls`` is a jsonschema Validator class, typed Any since the cache needs it hashable.
+@cache
+def _bounded_class(cls: Any) -> type[Validator]:
     checks = {keyword: _metered(check) for keyword, check in cls.VALIDATORS.items()}
     if "pattern" in checks:
         checks["pattern"] = _metered(_pattern)
@@ -318,8 +330,8 @@ def _bounded_class(cls: type) -> type:
     return validators.extend(cls, checks, format_checker=_format_checker(cls, metaschema=False))
 
 
-@lru_cache(maxsize=None)
-def _format_checker(cls: type, *, metaschema: bool) -> FormatChecker:
+@cache
+def _format_checker(cls: Any, *, metaschema: bool) -> FormatChecker:
     """The dialect's formats, with ``regex`` checked by RE2 — or, for the metaschema check, left to ``_Graph``."""
     checker = FormatChecker(formats=())
     checker.checkers = {name: check for name, check in cls.FORMAT_CHECKER.checkers.items() if name != "regex"}

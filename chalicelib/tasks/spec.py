@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import unicodedata
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from chalicelib.errors import RequestError
 from chalicelib.jsontext import loads_bounded

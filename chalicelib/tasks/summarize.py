@@ -15,16 +15,30 @@ import math
 import re
 from bisect import bisect_right
 from collections import Counter
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from chalicelib.documents.chunking import Chunk
-from chalicelib.pipeline.mapreduce import (PARTIAL_TAG_TOKENS, Partial, ReduceBudget, estimate_reduce, merged_span,
-                                  reduce_hierarchically)
 from chalicelib.llm.prompts import DATA_RULE, as_data
+from chalicelib.pipeline.mapreduce import (
+    PARTIAL_TAG_TOKENS,
+    Partial,
+    ReduceBudget,
+    estimate_reduce,
+    merged_span,
+    reduce_hierarchically,
+)
 from chalicelib.tasks.words import content_words
 
-__all__ = ["DEFAULT_TARGET_WORDS", "ExtractiveSummarizer", "LLMSummarizer", "Partial", "PROMPT_VERSION",
-           "map_words_for", "reduce_partials"]
+__all__ = [
+    "DEFAULT_TARGET_WORDS",
+    "PROMPT_VERSION",
+    "ExtractiveSummarizer",
+    "LLMSummarizer",
+    "Partial",
+    "map_words_for",
+    "reduce_partials",
+]
 
 PROMPT_VERSION = "summarize/2"
 DEFAULT_TARGET_WORDS = 200
@@ -197,7 +211,13 @@ class ExtractiveSummarizer:
             self._owned[chunks[max(0, bisect_right(starts, offset) - 1)].index].append((sentence, offset))
 
     def cache_params(self) -> None:
-        return None  # free to recompute: nothing is cached, so no dump/load either
+        return None  # free to recompute: nothing is cached
+
+    def dump(self, partial: Partial) -> dict[str, Any]:
+        return partial.to_json()
+
+    def load(self, data: dict[str, Any]) -> Partial:
+        return Partial.from_json(data)
 
     def estimate_map(self, chunk: Chunk) -> tuple[int, int]:
         return 0, 0
@@ -213,7 +233,8 @@ class ExtractiveSummarizer:
 
     def _select(self, candidates: list[tuple[str, int]], words: int) -> list[tuple[str, int]]:
         ranked = sorted(candidates, key=lambda s: self._score(s[0]), reverse=True)
-        chosen, used = [], 0
+        chosen: list[tuple[str, int]] = []
+        used = 0
         for sentence, offset in ranked:
             length = len(sentence.split())
             if chosen and used + length > words:

@@ -10,7 +10,8 @@ STOPWORDS = frozenset(
     "which who whom whose not no but if then than so such can could may might will would shall should do does "
     "did has have had into over under about between also more most other some any each all there their they "
     "them he she his her we our you your i der die das und ist ein eine zu den von mit sich des auf für im dem "
-    "nicht als auch es an werden aus er hat dass sie nach wird bei einer um am sind noch wie einem über einen so".split()
+    "nicht als auch es an werden aus er hat dass sie nach wird bei einer um am sind noch wie einem über einen "
+    "so".split()
 )
 
 
