@@ -17,16 +17,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from chalicelib.aws.idempotency import IdempotencyRecords, Once
-from chalicelib.aws.storage import DocumentStore, key_of_client, validate_client_key
+from chalicelib.aws import DocumentStore, IdempotencyRecords, Once, key_of_client, validate_client_key
 from chalicelib.config import Settings
 from chalicelib.errors import RequestError
 from chalicelib.jobs.lifecycle import Lifecycle
 from chalicelib.jobs.model import QUEUED, Job, new_job_id
 from chalicelib.jsontext import loads_bounded, unstorable_text
-from chalicelib.llm.usage import price_of
+from chalicelib.llm import price_of
 from chalicelib.observability import logger
-from chalicelib.tasks.spec import NEEDS_LLM, parse_task, task_from_query
+from chalicelib.tasks import NEEDS_LLM, parse_task, task_from_query
 
 # The same magic the worker's extractor sniffs; repeated here so the API's cold start never imports extraction.
 PDF_MAGIC = b"%PDF-"

@@ -31,7 +31,7 @@ from chalicelib.errors import JobFailure, ServiceUnavailable
 from chalicelib.jobs.model import RUNNING, Job
 from chalicelib.jobs.queue import Delivery, JobQueue
 from chalicelib.jobs.store import JobStore
-from chalicelib.llm.usage import Usage
+from chalicelib.llm import Usage
 from chalicelib.observability import logger, metrics
 
 # A job waiting out an LLM outage gives up (FAILED llm_unavailable) once it is this old.

@@ -70,7 +70,7 @@ class LLMEndpoint:
 
     def chat(self, model: str) -> Any:
         """A chat model for ``model`` on the endpoint, behind the shared circuit breaker."""
-        from chalicelib.documents.tokens import count_tokens
+        from chalicelib.documents import count_tokens
         from chalicelib.llm.chat import ChatModel
 
         s = self.settings

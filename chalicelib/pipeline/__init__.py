@@ -4,6 +4,18 @@
 (the shape every task type fills: map in parallel, halve a chunk too long for the model, reduce level by level).
 """
 
+from chalicelib.pipeline.mapreduce import (
+    PARTIAL_TAG_TOKENS,
+    ChunkTask,
+    Partial,
+    ReduceBudget,
+    estimate_reduce,
+    halve_chunk,
+    map_chunks,
+    merged_span,
+    reduce_hierarchically,
+)
 from chalicelib.pipeline.run import FINISH_SECONDS, Outcome, run_job
 
-__all__ = ["FINISH_SECONDS", "Outcome", "run_job"]
+__all__ = ["FINISH_SECONDS", "PARTIAL_TAG_TOKENS", "ChunkTask", "Outcome", "Partial", "ReduceBudget", "estimate_reduce",
+           "halve_chunk", "map_chunks", "merged_span", "reduce_hierarchically", "run_job"]

@@ -18,9 +18,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from chalicelib.documents.chunking import Chunk
+from chalicelib.documents import Chunk
 from chalicelib.errors import JobFailure, UnusableAnswer
-from chalicelib.llm.chat import ContextLengthExceeded
+from chalicelib.llm import ContextLengthExceeded
 
 # The tags and attributes around one partial answer in a reduce prompt.
 PARTIAL_TAG_TOKENS = 12

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from chalicelib.aws.mapcache import SHARED_OWNER, CacheWriter, MapCache, map_cache_key, map_cache_scope
+from chalicelib.aws import SHARED_OWNER, CacheWriter, MapCache, map_cache_key, map_cache_scope
 from chalicelib.documents import Chunk, Document, PageSet, TextractOCR, chunk_document, read_document
 from chalicelib.errors import JobFailure
 from chalicelib.jobs import Attempt, Job

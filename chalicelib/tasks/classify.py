@@ -18,8 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from chalicelib.documents.chunking import Chunk
-from chalicelib.llm.prompts import DATA_RULE, as_data
+from chalicelib.documents import Chunk
+from chalicelib.llm import DATA_RULE, as_data
 from chalicelib.tasks.jsonanswers import JsonAnswers
 from chalicelib.tasks.words import content_words
 

@@ -15,9 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from chalicelib.documents.chunking import Chunk
+from chalicelib.documents import Chunk
 from chalicelib.errors import JobFailure, UnusableAnswer
-from chalicelib.llm.prompts import DATA_RULE, as_data
+from chalicelib.llm import DATA_RULE, as_data
 from chalicelib.tasks.jsonanswers import JsonAnswers
 from chalicelib.tasks.jsonmerge import merge_answers
 from chalicelib.tasks.schemas import SchemaRefused, SchemaUnusable, check_client_schema, client_validator, violations

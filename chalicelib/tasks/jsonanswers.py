@@ -16,7 +16,7 @@ from typing import Any
 
 from chalicelib.errors import UnusableAnswer
 from chalicelib.jsontext import loads_bounded
-from chalicelib.llm.chat import EndpointRefused
+from chalicelib.llm import EndpointRefused
 from chalicelib.tasks.schemas import SchemaUnusable, client_validator, violations
 
 MODES = ("json_schema", "json_object", "prompt")

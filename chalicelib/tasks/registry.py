@@ -17,7 +17,7 @@ from chalicelib.config import Settings
 
 if TYPE_CHECKING:
     from chalicelib.documents import Chunk, Document
-    from chalicelib.pipeline.mapreduce import ChunkTask
+    from chalicelib.pipeline import ChunkTask
 
 
 def task_for(task: dict[str, Any], *, chat: Any, settings: Settings, document: Document, chunks: list[Chunk],

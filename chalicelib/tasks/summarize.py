@@ -18,9 +18,9 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from chalicelib.documents.chunking import Chunk
-from chalicelib.llm.prompts import DATA_RULE, as_data
-from chalicelib.pipeline.mapreduce import (
+from chalicelib.documents import Chunk
+from chalicelib.llm import DATA_RULE, as_data
+from chalicelib.pipeline import (
     PARTIAL_TAG_TOKENS,
     Partial,
     ReduceBudget,
