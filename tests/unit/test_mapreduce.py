@@ -6,7 +6,7 @@ import asyncio
 import math
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chalicelib.documents.chunking import Chunk
@@ -89,7 +89,7 @@ def test_the_prompt_task_applies_its_reduce_instruction_to_a_single_answer():
     assert levels == 1 and len(chat.calls) == 1
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(sizes=st.lists(st.integers(min_value=1, max_value=400), min_size=1, max_size=1500),
        context=st.integers(min_value=1_000, max_value=20_000), output=st.integers(min_value=20, max_value=400),
        final_output=st.integers(min_value=20, max_value=3_000))
