@@ -82,7 +82,7 @@ class Settings:
     map_cache: bool = True
     map_cache_shared: bool = False
     reading_limits: ReadingLimits = ReadingLimits()
-    # (API key, client id) pairs docpipe checks itself where no API Gateway does; see ``clients``.
+    # (API key, client id) pairs docpipe checks itself where no API Gateway does; see ``entry.identity``.
     api_keys: tuple[tuple[str, str], ...] = ()
     keyless_client: str | None = None
     ocr: str | None = None

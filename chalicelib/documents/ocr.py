@@ -42,7 +42,7 @@ class OcrResult:
 
 
 class TextractOCR:
-    """Amazon Textract text detection on documents in the job bucket (clients built in ``services``)."""
+    """Amazon Textract text detection on documents in the job bucket (clients built in ``bootstrap``)."""
 
     def __init__(self, textract: Any, s3: Any, bucket: str, *, usd_per_page: float,
                  sleep: Callable[[float], None] = time.sleep) -> None:

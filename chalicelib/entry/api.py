@@ -2,7 +2,7 @@
 
 Error bodies are always ``{"error": {"code", "message"}}``; a client mistake is never a 5xx, and no message is longer
 than ``MAX_MESSAGE`` characters (none echoes a request whole). Every job route acts for the request's client
-(``clients``): another client's job answers 404, exactly as a job that does not exist.
+(``identity``): another client's job answers 404, exactly as a job that does not exist.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ class Job:
     document: dict[str, Any]
     created_at: float
     source: str = "api"
-    # The client that created the job and alone may see it (``clients``); "" for rows older than tenancy.
+    # The client that created the job and alone may see it (``entry.identity``); "" for rows older than tenancy.
     client: str = ""
     started_at: float | None = None
     finished_at: float | None = None

@@ -60,7 +60,7 @@ def merged_span(partials: list[Any]) -> tuple[int, int]:
 
 
 class ChunkTask(Protocol):
-    """What the pipeline needs from a task type (see summarize.py, structured.py, classify.py, custom_prompt.py)."""
+    """What the pipeline needs from a task type (``tasks``: summarize, extract, classify, prompt)."""
 
     provider: str
     prompt_version: str
