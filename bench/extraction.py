@@ -127,7 +127,8 @@ def _gate_cost() -> dict[str, float]:
     samples = [(name.split(",")[0], [p.text for p in read_pages(data, max_pages=2000, limits=ReadingLimits())
                                      if isinstance(p, PageText)])
                for name, data in long_pdfs()]
-    samples.append((f"{len(GOOD)} pages in other scripts and shapes (tests/languages.py)", list(GOOD.values()) * 5))
+    samples.append((f"{len(GOOD)} pages in other scripts and shapes (tests/support/languages.py)",
+                    list(GOOD.values()) * 5))
     for name, texts in samples:
         passes = []
         for _ in range(5):

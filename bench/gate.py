@@ -1,6 +1,6 @@
 """The text-quality gate's verdicts, counted: how many good pages it drops (false positives) and how many broken
-ones it catches, on the shared corpus, on generated PDFs (tests/languages.py set by tests/pdfcraft.py), and on the
-translated message catalogs of this machine (/usr/share/locale/*/LC_MESSAGES/*.mo, cut into pages of ~1,500
+ones it catches, on the shared corpus, on generated PDFs (tests/support/languages.py set by tests/support/pdfs.py),
+and on the translated message catalogs of this machine (/usr/share/locale/*/LC_MESSAGES/*.mo, cut into pages of ~1,500
 characters: real text in ~150 languages and scripts, with format strings, names and lists) when they are present.
 
 The catalogs are read, never shipped: they are this machine's, so the count is a measurement, not a test.

@@ -218,7 +218,7 @@ def _mutate(data: bytes, rng: random.Random) -> bytes:
 
 
 def test_random_byte_mutations_of_a_valid_pdf_end_as_a_document_or_a_job_failure():
-    # Each PDF is read in a forked child (chalicelib/documents/pdfpages.py), ~50 ms: determinism is checked on every 10th.
+    # Each PDF is read in a forked child (documents/pdfpages.py), ~50 ms: determinism is checked on every 10th.
     rng = random.Random(20240611)
     original = make_pdf(PAGE_TEXTS)
     seen = {"document": 0, "failed": 0}

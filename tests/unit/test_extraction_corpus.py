@@ -1,8 +1,8 @@
 """Every PDF of the shared corpus through the guarded extractor ends as manifest.json documents it.
 
-The worker-path versions of these outcomes are in tests/integration/test_worker.py; here the extractor is checked closer: the page
-count, roughly the documented number of characters, and no warning at all — in particular no page of real
-Japanese, Arabic or German text taken for garbage.
+The worker-path versions of these outcomes are in tests/integration/test_worker.py; here the extractor is checked
+closer: the page count, roughly the documented number of characters, and no warning at all — in particular no page
+of real Japanese, Arabic or German text taken for garbage.
 """
 
 from __future__ import annotations
