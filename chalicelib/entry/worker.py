@@ -5,8 +5,8 @@ batch to run again; the handler answers ``{"batchItemFailures": [...]}``, which 
 source mapping has ReportBatchItemFailures switched on (the deploy step does that; Chalice cannot). A record whose
 message must come back is reported failed; when it comes back is decided by ``jobs.lifecycle``.
 
-The batch's messages are held (``BatchHeartbeat``) before anything else is imported or read: a worker killed in its
-first moments then strands its batch for a few heartbeats, not for the queue's visibility timeout.
+The batch's messages are held (``BatchHeartbeat``) before the pipeline or Powertools' batch processor is imported:
+a worker killed after its first beat strands its batch for a few heartbeats, not for the queue's visibility timeout.
 """
 
 from __future__ import annotations
