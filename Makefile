@@ -1,4 +1,6 @@
 # docpipe: `make demo` runs a real job offline, `make test` runs the suite, `make serve` runs the local stack.
+# `make unit` runs the unit tests alone (no emulator, no network, seconds); `make lint` and `make typecheck` run
+# ruff and mypy as configured in pyproject.toml, and `make test` runs both before the whole suite.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -15,7 +17,7 @@ DEPLOY_PY := $(DEPLOY_VENV)/bin/python
 LAMBDA_RUNTIME_DIR := build/lambda-runtime
 BOTO3_PIN := $(shell sed -n 's/^boto3==//p' requirements-deploy.txt)
 
-.PHONY: demo test serve bench soak package deploy llm-key clean
+.PHONY: demo test unit lint typecheck serve bench soak package deploy llm-key clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,8 +42,17 @@ $(LAMBDA_RUNTIME_DIR)/.installed: requirements-deploy.txt | $(DEPLOY_VENV)/.inst
 demo: $(VENV)/.installed
 	$(PY) -m devstack demo
 
-test: $(VENV)/.installed $(DEPLOY_VENV)/.installed $(LAMBDA_RUNTIME_DIR)/.installed
+test: lint typecheck $(VENV)/.installed $(DEPLOY_VENV)/.installed $(LAMBDA_RUNTIME_DIR)/.installed
 	$(PY) -m pytest
+
+unit: $(VENV)/.installed
+	$(PY) -m pytest tests/unit
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+
+typecheck: $(VENV)/.installed
+	$(VENV)/bin/mypy
 
 serve: $(VENV)/.installed
 	$(PY) -m devstack serve --port $(PORT) --emulator-port $(EMULATOR_PORT)
@@ -54,7 +65,7 @@ bench: $(VENV)/.bench-installed
 	$(PY) -m bench
 
 soak: $(VENV)/.installed
-	$(PY) -m tests.faults --soak
+	$(PY) -m tests.support.faults --soak
 
 # The function zip, the dependencies' layer zip and the template Chalice generates, into build/<stage>/, checked;
 # no AWS credentials needed. `make deploy` builds and checks the same artefacts the same way, then uploads them.
@@ -69,4 +80,4 @@ llm-key: $(DEPLOY_VENV)/.installed
 	$(DEPLOY_PY) -m scripts.llm_key --stage $(STAGE)
 
 clean:
-	rm -rf $(VENV) $(DEPLOY_VENV) build .local .pytest_cache
+	rm -rf $(VENV) $(DEPLOY_VENV) build .local .pytest_cache .ruff_cache .mypy_cache

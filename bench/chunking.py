@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Any, Callable, cast
+from collections.abc import Callable
+from typing import Any, cast
 
 from bench.documents import long_pdfs
 
@@ -23,8 +24,8 @@ REPETITIONS = 5
 
 
 def run() -> str:
-    from chalicelib.extract import extract_document
-    from chalicelib.tokens import encoding_name_for, get_encoding
+    from chalicelib.documents.reading import extract_document
+    from chalicelib.documents.tokens import encoding_name_for, get_encoding
 
     encoding = get_encoding(MODEL)
     lines = ["| document | tokens | overlap | splitter | chunks | over limit | median s | tokens/s | ÷ faster other |",
@@ -49,10 +50,10 @@ def run() -> str:
 
 
 def _splitters(document: Any, encoding: Any, encoding_name: str, overlap: int) -> dict[str, Callable[[], list[str]]]:
-    from langchain_text_splitters import RecursiveCharacterTextSplitter
     import semchunk
+    from langchain_text_splitters import RecursiveCharacterTextSplitter
 
-    from chalicelib.chunking import chunk_document
+    from chalicelib.documents.chunking import chunk_document
 
     def docpipe() -> list[str]:
         chunks = chunk_document(document, encoding=encoding, max_tokens=CHUNK_TOKENS, overlap_tokens=overlap)

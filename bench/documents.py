@@ -1,7 +1,7 @@
 """The long documents the chunking and extraction benchmarks read, the same bytes in every run.
 
 GeoTopo — 117 pages of German lecture notes from the shared corpus, when the corpus is present — and a generated
-350-page book: English prose from a fixed vocabulary and seed, set as a PDF by tests/pdfgen.make_pdf. The prose is
+350-page book: English prose from a fixed vocabulary and seed, set as a PDF by tests/support/pdfs.make_pdf. The prose is
 not repeated text, so no splitter gains from caching what it has already seen.
 """
 
@@ -40,7 +40,7 @@ def book_pdf() -> bytes:
     import sys
 
     sys.path.insert(0, str(PROJECT))
-    from tests.pdfgen import make_pdf
+    from tests.support.pdfs import make_pdf
 
     rng = random.Random(350)
     return make_pdf([_page(rng) for _ in range(BOOK_PAGES)])

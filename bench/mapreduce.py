@@ -50,9 +50,9 @@ class Row:
                  str(self.calls), f"{self.map_reduce_seconds:.2f}", f"{self.map_reduce_limit:.2f}",
                  f"{self.map_reduce_seconds / self.map_reduce_limit:.3f}"]
         if self.job_seconds is None or self.extraction_seconds is None:
-            return cells + ["–", "–", "–"]
+            return [*cells, "–", "–", "–"]
         limit = self.extraction_seconds + self.map_reduce_limit
-        return cells + [f"{self.job_seconds:.2f}", f"{limit:.2f}", f"{self.job_seconds / limit:.3f}"]
+        return [*cells, f"{self.job_seconds:.2f}", f"{limit:.2f}", f"{self.job_seconds / limit:.3f}"]
 
 
 def _document() -> tuple[bytes, str, str]:
@@ -73,7 +73,7 @@ def _is_map_request(request: dict[str, Any]) -> bool:
 
 def _serve(conn: Any, latency: float) -> None:
     """The child process: the fake server, answering ``reset`` / ``counts`` / ``stop`` on the pipe."""
-    from tests.fake_openai import FakeOpenAI
+    from tests.support.fake_openai import FakeOpenAI
 
     with FakeOpenAI() as fake:
         fake.latency = latency
@@ -93,7 +93,7 @@ class _FakeProvider:
     def __init__(self, latency: float) -> None:
         self._latency = latency
 
-    def __enter__(self) -> "_FakeProvider":
+    def __enter__(self) -> _FakeProvider:
         context = multiprocessing.get_context("spawn")
         self._conn, child = context.Pipe()
         self._process = context.Process(target=_serve, args=(child, self._latency), daemon=True)
@@ -112,7 +112,7 @@ class _FakeProvider:
         """(chat requests, map requests) since the last reset."""
         return self._ask("counts")
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._ask("stop")
         self._process.join(timeout=10)
 
@@ -120,7 +120,7 @@ class _FakeProvider:
 class _Stack:
     """The AWS emulator in its own process, with docpipe's resources, and the environment that points at it."""
 
-    def __enter__(self) -> "_Stack":
+    def __enter__(self) -> _Stack:
         from devstack.emulator import DUMMY_CREDENTIALS, Emulator, free_port
         from devstack.resources import provision
 
@@ -131,32 +131,22 @@ class _Stack:
                                    visibility_timeout=60)
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._emulator.stop()
 
 
 def _services(fake_url: str, concurrency: int) -> Any:
-    import boto3
-
-    from chalicelib import aws
+    from chalicelib.bootstrap import build
     from chalicelib.config import load_settings
-    from chalicelib.jobs import JobStore
-    from chalicelib.mapcache import MapCache
-    from chalicelib.services import JobQueue, Services
-    from chalicelib.storage import DocumentStore
-    from chalicelib.usage import price_table
 
-    settings = load_settings({**os.environ, "OPENAI_BASE_URL": fake_url, "OPENAI_API_KEY": "sk-bench",
-                              "DOCPIPE_LLM_CONCURRENCY": str(concurrency), "DOCPIPE_BREAKER_FAILURES": "1000"})
-    return Services(settings=settings, jobs=JobStore(boto3.resource("dynamodb").Table(settings.jobs_table)),
-                    documents=DocumentStore(aws.client("s3"), settings.bucket),
-                    queue=JobQueue(aws.client("sqs"), settings.jobs_queue), prices=price_table({}),
-                    map_cache=MapCache(aws.client("s3"), settings.bucket))
+    return build(load_settings({**os.environ, "OPENAI_BASE_URL": fake_url, "OPENAI_API_KEY": "sk-bench",
+                                "DOCPIPE_LLM_CONCURRENCY": str(concurrency), "DOCPIPE_BREAKER_FAILURES": "1000",
+                                "DOCPIPE_MAP_CACHE": "true"}))
 
 
 def _clear_cache() -> None:
-    from chalicelib import aws
-    from chalicelib.mapcache import CACHE_PREFIX
+    from chalicelib.aws import CACHE_PREFIX
+    from chalicelib.aws import clients as aws
 
     s3 = aws.client("s3")
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=CACHE_PREFIX):
@@ -167,7 +157,7 @@ def _clear_cache() -> None:
 
 def _docpipe(name: str, fake: Any, data: bytes, declared: str, *, concurrency: int, warm: bool = False) -> Row:
     from chalicelib.jobs import Job
-    from chalicelib.pipeline import process_job
+    from chalicelib.pipeline import Outcome, run_job
 
     if not warm:
         _clear_cache()
@@ -178,9 +168,10 @@ def _docpipe(name: str, fake: Any, data: bytes, declared: str, *, concurrency: i
                              document={"s3_key": key, "declared_type": declared}, created_at=time.time()))
     fake.reset()
     started = time.monotonic()
-    outcome = process_job(job_id, services, lease_seconds=900)
+    attempt = services.lifecycle.claim(job_id, lease_seconds=900)
+    outcome = run_job(attempt, services)
     job_seconds = time.monotonic() - started
-    assert outcome == "succeeded", services.jobs.get(job_id)
+    assert outcome is Outcome.SUCCEEDED, services.jobs.get(job_id)
     result = services.documents.get_result(services.jobs.get(job_id).result_key)
     timings = result["timings"]
     extraction = timings["extract_seconds"] + timings["chunk_seconds"]
@@ -192,10 +183,8 @@ def _docpipe(name: str, fake: Any, data: bytes, declared: str, *, concurrency: i
 
 
 def _chunks(data: bytes, declared: str) -> list[Any]:
-    from chalicelib.chunking import chunk_document
     from chalicelib.config import load_settings
-    from chalicelib.extract import extract_document
-    from chalicelib.tokens import get_encoding
+    from chalicelib.documents import chunk_document, extract_document, get_encoding
 
     settings = load_settings(os.environ)
     document = extract_document(data, max_pages=settings.max_document_pages, declared_type=declared)
@@ -241,7 +230,7 @@ def run() -> str:
 
         logger.setLevel("WARNING")  # the job's INFO lines would bury the table
         # A first job pays the imports and the first connections; a warm worker does not.
-        _docpipe("warm-up", fake, "A short note about harbour lights.".encode(), "text", concurrency=CONCURRENCY)
+        _docpipe("warm-up", fake, b"A short note about harbour lights.", "text", concurrency=CONCURRENCY)
         chunks = _chunks(data, declared)
         # The parallel runs differ by tens of milliseconds, less than one run's noise on a shared machine: each is
         # run REPEATS times, interleaved, and its median run is reported.

@@ -1,9 +1,11 @@
 """The one home of docpipe's configuration: environment variables, their defaults and their validation.
 
 Every variable is listed in the README's configuration table. Values are read when ``get_settings()`` is first
-called (not at import), because Chalice applies per-stage variables just before a handler runs. On AWS the LLM
-endpoint's key is not an environment variable but a secret (``DOCPIPE_LLM_SECRET``); ``with_llm_secret`` reads its
-value into the settings once the composition point has fetched it.
+called: app.py calls it at import for what the decorators need (queue and bucket names, the worker's batch size and
+concurrency, whether routes need an API key), which Chalice and Lambda both set before the import, so a stage with
+a setting docpipe cannot use fails at ``make package`` rather than in a handler. On AWS the LLM endpoint's key is not
+an environment variable but a secret (``DOCPIPE_LLM_SECRET``); ``with_llm_secret`` reads its value into the
+settings once the worker has fetched it (``llm.endpoint``).
 """
 
 from __future__ import annotations
@@ -12,11 +14,9 @@ import json
 import math
 import os
 import re
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from typing import Mapping
-
-from chalicelib.pdfpages import ReadingLimits
 
 
 class ConfigError(ValueError):
@@ -26,6 +26,26 @@ class ConfigError(ValueError):
 # A client's id names its folders in the bucket (uploads/<id>/…): letters, digits, "-" and "_" only. API Gateway's
 # API key ids are of this form.
 CLIENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+
+# USD per million tokens (input, output), from the providers' public price lists. DOCPIPE_PRICES adds or
+# overrides entries, e.g. {"my-vllm-model": [0, 0]}; its "*" entry, when given, prices every model not listed.
+DEFAULT_PRICES: dict[str, tuple[float, float]] = {
+    "gpt-4o-mini": (0.15, 0.60),
+    "gpt-4o": (2.50, 10.00),
+    "gpt-4.1": (2.00, 8.00),
+    "gpt-4.1-mini": (0.40, 1.60),
+    "gpt-4.1-nano": (0.10, 0.40),
+}
+
+
+@dataclass(frozen=True)
+class ReadingLimits:
+    """How long one page, and the whole document, may take to read, and how much memory the reading may add."""
+
+    page_seconds: float = 10.0
+    document_seconds: float = 180.0
+    memory_mb: int = 1024
 
 
 @dataclass(frozen=True)
@@ -62,7 +82,7 @@ class Settings:
     map_cache: bool = True
     map_cache_shared: bool = False
     reading_limits: ReadingLimits = ReadingLimits()
-    # (API key, client id) pairs docpipe checks itself where no API Gateway does; see ``clients``.
+    # (API key, client id) pairs docpipe checks itself where no API Gateway does; see ``entry.identity``.
     api_keys: tuple[tuple[str, str], ...] = ()
     keyless_client: str | None = None
     ocr: str | None = None
@@ -71,6 +91,13 @@ class Settings:
     ocr_usd_per_page: float = 0.0015
     llm_secret_name: str | None = None
     llm_secret_max_age_seconds: int = 300
+    prices: Mapping[str, tuple[float, float]] = field(default_factory=lambda: dict(DEFAULT_PRICES))
+    # Read at deploy: the decorators in app.py turn these into the API's and the event source mapping's settings.
+    require_api_key: bool = False
+    worker_batch_size: int = 5
+    worker_max_concurrency: int = 10
+    # The Lambda function running this code (set by Lambda; Powertools' own default elsewhere): it scopes records.
+    function_name: str = "test-func"
 
     @property
     def uses_openai(self) -> bool:
@@ -78,7 +105,7 @@ class Settings:
         return bool(self.llm_api_key or self.llm_base_url)
 
 
-def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int:
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -88,6 +115,8 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name} must be at most {maximum}, got {value}")
     return value
 
 
@@ -162,6 +191,22 @@ def _ocr(env: Mapping[str, str]) -> str | None:
     return raw
 
 
+def price_table(env: Mapping[str, str]) -> dict[str, tuple[float, float]]:
+    """The built-in prices with ``DOCPIPE_PRICES`` laid over them."""
+    prices = dict(DEFAULT_PRICES)
+    raw = env.get("DOCPIPE_PRICES", "").strip()
+    if raw:
+        try:
+            extra = json.loads(raw)
+            prices.update({str(k): (float(v[0]), float(v[1])) for k, v in extra.items()})
+            if any(not 0 <= p < math.inf for price in prices.values() for p in price):
+                raise ValueError("a price must be a finite number of USD, at least 0")
+        except (ValueError, TypeError, IndexError, AttributeError):
+            raise ConfigError('DOCPIPE_PRICES must be JSON like {"model": [input_usd_per_million, '
+                              'output_usd_per_million]}') from None
+    return prices
+
+
 def load_settings(env: Mapping[str, str] = os.environ) -> Settings:
     stage = env.get("DOCPIPE_STAGE", "dev")
     chunk_tokens = _int(env, "DOCPIPE_CHUNK_TOKENS", 1000, minimum=50)
@@ -211,6 +256,12 @@ def load_settings(env: Mapping[str, str] = os.environ) -> Settings:
         ocr_usd_per_page=positive_number(env, "DOCPIPE_OCR_USD_PER_PAGE", 0.0015),
         llm_secret_name=env.get("DOCPIPE_LLM_SECRET", "").strip() or None,
         llm_secret_max_age_seconds=_int(env, "DOCPIPE_LLM_SECRET_MAX_AGE_SECONDS", 300, minimum=1),
+        prices=price_table(env),
+        require_api_key=_flag(env, "DOCPIPE_REQUIRE_API_KEY", False),
+        # The SQS event source mapping's limits: a batch of 1-10,000 messages, 2-1,000 concurrent workers.
+        worker_batch_size=_int(env, "DOCPIPE_WORKER_BATCH_SIZE", 5, minimum=1, maximum=10_000),
+        worker_max_concurrency=_int(env, "DOCPIPE_WORKER_MAX_CONCURRENCY", 10, minimum=2, maximum=1_000),
+        function_name=env.get("AWS_LAMBDA_FUNCTION_NAME") or "test-func",
     )
 
 

@@ -4,9 +4,14 @@ Three families, because each is handled differently at the edge:
 
 * ``RequestError`` — the client sent something wrong; the route answers a 4xx and no job is created.
 * ``JobFailure`` — the job cannot succeed however often it is retried (an encrypted PDF, a rejected API key);
-  the worker marks it FAILED with this code and deletes the message.
-* ``TransientError`` — worth another try (throttling, a provider outage); the worker leaves the message
-  to SQS, which redelivers it after the visibility timeout and, after the last receive, to the DLQ.
+  the job ends FAILED with this code and its message is deleted.
+* ``TransientError`` — worth another try (throttling, a provider outage); the message is left to SQS, which
+  redelivers it after a backoff and, after the last receive, to the DLQ. ``CircuitOpen`` is the one kind that
+  spends no delivery: the job is put back on the queue to wait out the LLM provider's outage.
+
+Adapters translate what their libraries raise into these (``llm.breaker`` turns Powertools' open circuit into
+``CircuitOpen``, ``llm.chat`` sorts the openai SDK's errors), so the pipeline and the entry points see docpipe's
+errors only. ``UnusableAnswer`` never leaves the pipeline: one chunk's answer is skipped with a warning.
 """
 
 from __future__ import annotations
@@ -61,3 +66,14 @@ class TransientError(DocpipeError):
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message, code=code)
+
+
+class CircuitOpen(TransientError):
+    """The LLM circuit breaker is open (the provider is failing for every worker): the job waits on the queue."""
+
+    def __init__(self, message: str = "the LLM provider is failing; the circuit breaker stopped the calls") -> None:
+        super().__init__("llm_unavailable", message)
+
+
+class UnusableAnswer(Exception):
+    """One chunk's answer could not be used (e.g. never valid against the schema): it is skipped with a warning."""

@@ -50,5 +50,9 @@ def _cap(name: str, value: Any, serialize: Any) -> Any:
             else text[:_MAX_FIELD] + f"…[{cut} characters cut]")
 
 
-logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", "docpipe"), logger_formatter=CappedFormatter())
-metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "docpipe"))
+# Powertools' own variables, read as Powertools documents them (the README's table lists them).
+SERVICE_NAME = os.environ.get("POWERTOOLS_SERVICE_NAME", "docpipe")
+METRICS_NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "docpipe")
+
+logger = Logger(service=SERVICE_NAME, logger_formatter=CappedFormatter())
+metrics = Metrics(namespace=METRICS_NAMESPACE)

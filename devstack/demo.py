@@ -5,24 +5,14 @@ from __future__ import annotations
 import json
 import textwrap
 import time
-import urllib.request
 
 from devstack.appserver import PROJECT
 from devstack.emulator import free_port
+from devstack.http import request
 from devstack.stack import LOCAL_DIR, LocalStack
 
 SAMPLE = PROJECT / "samples" / "lighthouse-keeping.pdf"
 TIMEOUT_SECONDS = 180
-
-
-def _http(method: str, url: str, body: bytes | None = None, content_type: str | None = None) -> tuple[int, dict]:
-    request = urllib.request.Request(url, data=body, method=method,
-                                     headers={"Content-Type": content_type} if content_type else {})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
 
 
 def run_demo() -> int:
@@ -32,7 +22,7 @@ def run_demo() -> int:
         url = f"{stack.api_url}/jobs?task=summarize"
         print(f"\n$ curl -X POST '{url}' -H 'Content-Type: application/pdf' "
               f"--data-binary @{SAMPLE.relative_to(PROJECT)}")
-        status, job = _http("POST", url, SAMPLE.read_bytes(), "application/pdf")
+        status, job = request("POST", url, SAMPLE.read_bytes(), {"Content-Type": "application/pdf"})
         print(f"HTTP {status} {json.dumps({k: job.get(k) for k in ('job_id', 'status')})}")
         if status != 202:
             print(json.dumps(job, indent=2))
@@ -41,7 +31,7 @@ def run_demo() -> int:
         deadline = time.monotonic() + TIMEOUT_SECONDS
         seen = None
         while True:
-            _, job = _http("GET", f"{stack.api_url}/jobs/{job_id}")
+            _, job = request("GET", f"{stack.api_url}/jobs/{job_id}")
             progress = (job["status"], job["progress"]["chunks_done"], job["progress"]["chunks_total"])
             if progress != seen:
                 print(f"  {job['status']:<9} chunks {progress[1]}/{progress[2] if progress[2] is not None else '?'}",
@@ -54,7 +44,7 @@ def run_demo() -> int:
             print(f"\nThe job did not succeed: {json.dumps(job.get('error') or job, indent=2)}")
             print(f"App log: {LOCAL_DIR / 'demo-app.log'}")
             return 1
-        _, result = _http("GET", f"{stack.api_url}/jobs/{job_id}/result")
+        _, result = request("GET", f"{stack.api_url}/jobs/{job_id}/result")
     _print_result(result)
     return 0
 

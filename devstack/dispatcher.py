@@ -14,9 +14,10 @@ import logging
 import threading
 import time
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from chalice.app import Rate, ScheduledEventConfig, S3EventConfig, SQSEventConfig
+from chalice.app import Rate, S3EventConfig, ScheduledEventConfig, SQSEventConfig
 from chalice.local import LambdaContext
 
 log = logging.getLogger("devstack.dispatcher")

@@ -36,7 +36,8 @@ def require_free(port: int, what: str) -> None:
             sock.bind(("127.0.0.1", port))
         except OSError:
             raise PortInUse(f"port {port} ({what}) is already in use on 127.0.0.1 — is another `make serve` "
-                            f"running? Stop it, or pick other ports (make serve PORT=8001 EMULATOR_PORT=4567).") from None
+                            "running? Stop it, or pick other ports (make serve PORT=8001 EMULATOR_PORT=4567).") \
+                from None
 
 
 def wait_until_up(url: str, timeout: float = 30.0) -> None:
@@ -60,7 +61,7 @@ class Emulator:
         self._log_path = log_path
         self._process: subprocess.Popen | None = None
 
-    def start(self) -> "Emulator":
+    def start(self) -> Emulator:
         require_free(self.port, "AWS emulator")
         self._log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self._log_path, "ab")
@@ -85,7 +86,7 @@ class Emulator:
                 self._process.wait()
         self._process = None
 
-    def __enter__(self) -> "Emulator":
+    def __enter__(self) -> Emulator:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -32,7 +32,7 @@ class LocalStack:
         self._duplicate_deliveries = duplicate_deliveries
         self._app: subprocess.Popen | None = None
 
-    def start(self) -> "LocalStack":
+    def start(self) -> LocalStack:
         require_free(self.api_port, "docpipe API")
         self.emulator.start()
         try:
@@ -82,7 +82,7 @@ class LocalStack:
         self._app = None
         self.emulator.stop()
 
-    def __enter__(self) -> "LocalStack":
+    def __enter__(self) -> LocalStack:
         return self.start()
 
     def __exit__(self, *exc) -> None:

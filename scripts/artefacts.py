@@ -55,7 +55,7 @@ class Distribution:
 
 def pinned_requirements(requirements_file: Path) -> dict[str, str]:
     """``name -> version`` of requirements.txt, which must pin every line exactly (the layer is built from it)."""
-    pins = {}
+    pins: dict[str, str] = {}
     for number, raw in enumerate(requirements_file.read_text().splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
@@ -75,7 +75,7 @@ def layer_prefix(python_version: str) -> str:
 def read_distributions(layer: zipfile.ZipFile, prefix: str) -> dict[str, Distribution]:
     """Every installed distribution in the layer, by canonical name, from its ``.dist-info``."""
     names = set(layer.namelist())
-    found = {}
+    found: dict[str, Distribution] = {}
     for path in names:
         if not (path.startswith(prefix) and path.endswith(".dist-info/METADATA")):
             continue
@@ -105,7 +105,7 @@ def _top_level_from(files: tuple[str, ...], prefix: str) -> list[str]:
 
 def runtime_markers(python_version: str) -> dict[str, str]:
     """The marker environment of the Lambda runtime, for evaluating ``Requires-Dist`` conditions."""
-    env = default_environment()
+    env = {name: str(value) for name, value in default_environment().items()}
     env.update(python_version=python_version, python_full_version=f"{python_version}.0", sys_platform="linux",
                platform_system="Linux", platform_machine=MACHINE, os_name="posix", implementation_name="cpython",
                platform_python_implementation="CPython")
@@ -224,11 +224,12 @@ import importlib, json, os, sys, pathlib
 task, site, runtime, modules = json.loads(sys.argv[1])
 sys.path[:0] = [task, site, runtime]
 import app
-for path in sorted(pathlib.Path(task, "chalicelib").glob("*.py")):
-    importlib.import_module("chalicelib." + path.stem)
+root = pathlib.Path(task)
+for path in sorted((root / "chalicelib").rglob("*.py")):
+    importlib.import_module(".".join(path.relative_to(root).with_suffix("").parts).removesuffix(".__init__"))
 for module in modules:
     importlib.import_module(module)
-from chalicelib.tokens import count_tokens
+from chalicelib.documents.tokens import count_tokens
 assert count_tokens("docpipe runs on Lambda", "gpt-4o-mini") > 0
 print(json.dumps({"python": sys.version.split()[0], "app": app.app.app_name}))
 """

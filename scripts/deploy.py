@@ -28,9 +28,10 @@ import getpass
 import socket
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from scripts import artefacts, deploystate, llm_key, package
 from scripts.stage import StageError, StageFacts, chalice_config, llm_secret_name, load_config, stage_factory
@@ -352,9 +353,9 @@ def ensure_api_key(apigateway: Any, stage: str, rest_api_id: str, api_stage: str
             patches.append({"op": "add", "path": "/apiStages", "value": f"{rest_api_id}:{api_stage}"})
         for part, wanted in (("throttle", throttle), ("quota", quota)):
             current = plan.get(part) or {}
-            for key, value in wanted.items():
-                if _differs(current.get(key), value):
-                    patches.append({"op": "replace", "path": f"/{part}/{key}",
+            for name, value in wanted.items():
+                if _differs(current.get(name), value):
+                    patches.append({"op": "replace", "path": f"/{part}/{name}",
                                     "value": f"{value:g}" if isinstance(value, float) else str(value)})
         if patches:
             apigateway.update_usage_plan(usagePlanId=plan["id"], patchOperations=patches)
@@ -441,6 +442,9 @@ def deploy(project_dir: Path, stage: str, session: Any) -> None:
                            stack_parameters(config, stage, facts.bucket), tags)
     secretsmanager = session.client("secretsmanager")
     secret = llm_secret_name(config, stage)
+    if secret is None:
+        raise DeployError(f"stage {stage} names no LLM secret: set DOCPIPE_LLM_SECRET for process_jobs in "
+                          ".chalice/config.json")
     llm_key.ensure_secret(secretsmanager, secret, stage=stage, tags=tags)
 
     owner = f"{getpass.getuser()}@{socket.gethostname()}"
@@ -469,8 +473,15 @@ def deploy(project_dir: Path, stage: str, session: Any) -> None:
 
 def explain(exc: Exception) -> str:
     """What went wrong, in a sentence an operator can act on (credentials, network, a refused call)."""
-    from botocore.exceptions import (ClientError, EndpointConnectionError, NoCredentialsError, NoRegionError,
-                                     PartialCredentialsError, ProfileNotFound, TokenRetrievalError)
+    from botocore.exceptions import (
+        ClientError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        NoRegionError,
+        PartialCredentialsError,
+        ProfileNotFound,
+        TokenRetrievalError,
+    )
 
     if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
         return ("no AWS credentials found: set AWS_PROFILE (after `aws sso login` or `aws configure`) or "

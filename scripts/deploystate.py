@@ -94,7 +94,7 @@ class DeployLock:
         self._stage = stage
         self._owner = owner
 
-    def __enter__(self) -> "DeployLock":
+    def __enter__(self) -> DeployLock:
         from botocore.exceptions import ClientError
 
         body = json.dumps({"owner": self._owner, "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
@@ -116,5 +116,5 @@ class DeployLock:
         except Exception:  # the lock's content only decorates the message
             return "holder unknown"
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._s3.delete_object(Bucket=self._bucket, Key=lock_key(self._stage))

@@ -17,8 +17,9 @@ import getpass
 import json
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from scripts.stage import StageError, chalice_config, llm_secret_name, load_config
 

@@ -1,0 +1,81 @@
+"""The SQS worker: job messages in batches, each record on its own, partial batch failures reported.
+
+Each record is handled on its own (Powertools BatchProcessor), so one failing job never forces the others of its
+batch to run again; the handler answers ``{"batchItemFailures": [...]}``, which Lambda honours only when the event
+source mapping has ReportBatchItemFailures switched on (the deploy step does that; Chalice cannot). A record whose
+message must come back is reported failed; when it comes back is decided by ``jobs.lifecycle``.
+
+The batch's messages are held (``BatchHeartbeat``) before the pipeline or Powertools' batch processor is imported:
+a worker killed after its first beat strands its batch for a few heartbeats, not for the queue's visibility timeout.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from chalicelib.bootstrap import Services
+from chalicelib.errors import CircuitOpen, TransientError
+from chalicelib.jobs import Attempt, BatchHeartbeat, Delivery, Heartbeat, Message
+from chalicelib.observability import logger, metrics
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+
+
+class _ComesBack(Exception):
+    """Raised to the BatchProcessor for a record whose message must not be deleted (the lifecycle set when it comes
+    back)."""
+
+
+def handle_job_batch(event: dict[str, Any], context: Any, services: Services) -> PartialItemFailureResponse:
+    deliveries = [d for d in map(Delivery.of_event_record, event.get("Records", [])) if d is not None]
+    with BatchHeartbeat(services.lifecycle, deliveries, interval=services.settings.heartbeat_seconds) as batch:
+        from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+
+        def record_handler(record: Any) -> None:
+            batch.started(record.receipt_handle)
+            handle_job_record(record, context, services)
+
+        # A batch that failed whole is still answered, not raised: it is an expected case.
+        processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+        return process_partial_response(event=event, record_handler=record_handler, processor=processor,
+                                        context=context)
+
+
+def handle_job_record(record: Any, context: Any, services: Services) -> None:
+    logger.remove_keys(["job_id"])
+    delivery = Delivery.of(record)
+    if delivery.job_id is None:
+        # Not a docpipe job: no retry can fix it, so it is logged and dropped instead of cycling into the DLQ.
+        logger.error("rejected a message that is not a docpipe job",
+                     extra={"message_id": record.message_id, "body": record.body[:500]})
+        metrics.add_metric(name="RejectedMessages", unit="Count", value=1)
+        return
+    logger.append_keys(job_id=delivery.job_id)
+    lifecycle = services.lifecycle
+    deadline = time.monotonic() + context.get_remaining_time_in_millis() / 1000 if context else None
+    attempt: Attempt | None = None
+    try:
+        with Heartbeat(lifecycle, delivery, interval=services.settings.heartbeat_seconds) as heartbeat:
+            # The stage's LLM key, from its secret on AWS (cached across invocations; a rotated key arrives within
+            # DOCPIPE_LLM_SECRET_MAX_AGE_SECONDS).
+            services.llm.refresh()
+            attempt = lifecycle.claim(delivery.job_id, lease_seconds=heartbeat.hold)
+            if attempt is not None:
+                heartbeat.track(attempt)
+                from chalicelib.pipeline import run_job
+
+                run_job(attempt, services, deadline=deadline)
+        # Decided once the heartbeat has stopped, so that no beat hides the message again afterwards.
+        message = Message.DONE if attempt is not None else lifecycle.wait_for_holder(delivery)
+    except CircuitOpen:
+        message = lifecycle.defer(delivery, attempt)
+    except TransientError as exc:
+        message = lifecycle.retry_or_fail(delivery, attempt, exc.to_dict())
+    except Exception as exc:
+        logger.exception("job attempt crashed")
+        message = lifecycle.retry_or_fail(delivery, attempt, {"code": "internal_error",
+                                                             "message": f"{type(exc).__name__}: {str(exc)[:300]}"})
+    if message is Message.AGAIN:
+        raise _ComesBack(f"job {delivery.job_id} is delivered again later")

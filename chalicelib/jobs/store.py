@@ -1,0 +1,225 @@
+"""Job rows in DynamoDB, moved only by conditional writes.
+
+SQS delivers at least once, so every write is a condition on the current state: a duplicate delivery cannot claim a
+job that another worker holds (until that worker's lease runs out), and nothing can touch a finished job. Nested
+values (task, usage, error) are stored as JSON strings so they round-trip exactly, with no Decimal conversions.
+
+What each attempt spends on the LLM is kept under ``spend`` (a map from attempt to its JSON record), written by the
+heartbeat as it grows and when the attempt ends, so a job delivered again counts and budgets what it already paid.
+Only ``jobs.lifecycle`` calls the writing methods; everyone else reads.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+from chalicelib.jobs.model import FAILED, QUEUED, RUNNING, SUCCEEDED, Job
+
+_JSON_FIELDS = ("task", "document", "usage", "warnings", "error", "last_error", "timings")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value
+
+
+def _from_item(item: dict[str, Any]) -> Job:
+    data = {k: _plain(v) for k, v in item.items()}
+    for name in _JSON_FIELDS:
+        if isinstance(data.get(name), str):
+            data[name] = json.loads(data[name])
+    data["spend"] = {attempt: json.loads(record) for attempt, record in (data.get("spend") or {}).items()}
+    known = Job.__dataclass_fields__
+    return Job(**{k: v for k, v in data.items() if k in known})
+
+
+def _dec(value: float) -> Decimal:
+    return Decimal(str(round(value, 3)))
+
+
+class JobStore:
+    """All reads and writes of job rows. Receives the DynamoDB Table, so tests can hand it any table."""
+
+    def __init__(self, table: Any, *, retention_days: int = 30,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._table = table
+        self._retention_seconds = retention_days * 86400
+        self._clock = clock
+
+    def create(self, job: Job) -> bool:
+        """Insert a new job; False when a job with this id already exists (a duplicate submission)."""
+        from botocore.exceptions import ClientError
+
+        item: dict[str, Any] = {
+            "job_id": job.job_id,
+            "status": job.status,
+            "source": job.source,
+            "client": job.client,
+            "created_at": _dec(job.created_at),
+            "chunks_done": 0,
+            "attempts": 0,
+            "lease_until": 0,
+            "expires_at": int(job.created_at + self._retention_seconds),
+            "task": json.dumps(job.task),
+            "document": json.dumps(job.document),
+            "warnings": json.dumps(job.warnings),
+        }
+        if job.error:
+            # A submission refused after the fact (bad upload metadata) is recorded FAILED in the same write.
+            item.update({"error": json.dumps(job.error), "finished_at": _dec(job.created_at)})
+        try:
+            self._table.put_item(Item=item, ConditionExpression="attribute_not_exists(job_id)")
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def get(self, job_id: str) -> Job | None:
+        item = self._table.get_item(Key={"job_id": job_id}, ConsistentRead=True).get("Item")
+        return _from_item(item) if item else None
+
+    def claim(self, job_id: str, lease_seconds: float) -> Job | None:
+        """Take the job for this worker: QUEUED, or RUNNING with an expired lease (its worker died).
+
+        None when the job is finished or another live worker holds it — a duplicate delivery.
+        """
+        now = self._clock()
+        return self._update(
+            job_id,
+            "SET #s = :running, lease_until = :lease, started_at = if_not_exists(started_at, :now), "
+            "spend = if_not_exists(spend, :nothing) ADD attempts :one",
+            "#s = :queued OR (#s = :running AND lease_until < :now)",
+            {":running": RUNNING, ":queued": QUEUED, ":lease": _dec(now + lease_seconds), ":now": _dec(now),
+             ":one": 1, ":nothing": {}},
+        )
+
+    def set_chunks_total(self, job_id: str, total: int, warnings: list[str]) -> None:
+        self._table.update_item(
+            Key={"job_id": job_id},
+            UpdateExpression="SET chunks_total = :t, #w = :w",
+            ConditionExpression="#s = :running",
+            ExpressionAttributeNames={"#s": "status", "#w": "warnings"},
+            ExpressionAttributeValues={":t": total, ":w": json.dumps(warnings), ":running": RUNNING},
+        )
+
+    def record_progress(self, job_id: str, chunks_done: int) -> None:
+        """Progress only moves forward, even when writes from parallel tasks arrive out of order."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self._table.update_item(
+                Key={"job_id": job_id},
+                UpdateExpression="SET chunks_done = :d",
+                ConditionExpression="#s = :running AND chunks_done < :d",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={":d": chunks_done, ":running": RUNNING},
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+
+    def mark_succeeded(self, job_id: str, *, result_key: str, usage: dict, warnings: list[str],
+                       timings: dict[str, float], chunks_total: int) -> bool:
+        return self._update(
+            job_id,
+            "SET #s = :done, finished_at = :now, result_key = :key, #u = :usage, #w = :w, "
+            "#t = :timings, chunks_done = :total, chunks_total = :total, lease_until = :zero "
+            "REMOVE last_error",
+            "#s = :running",
+            {":done": SUCCEEDED, ":running": RUNNING, ":now": _dec(self._clock()), ":key": result_key,
+             ":usage": json.dumps(usage), ":w": json.dumps(warnings), ":timings": json.dumps(timings),
+             ":total": chunks_total, ":zero": 0},
+            names={"#u": "usage", "#w": "warnings", "#t": "timings"},
+        ) is not None
+
+    def mark_failed(self, job_id: str, error: dict[str, str], *, usage: dict | None = None,
+                    warnings: list[str] | None = None) -> bool:
+        """Finish the job as FAILED with a reason; False if it had already finished."""
+        values: dict[str, Any] = {":failed": FAILED, ":done": SUCCEEDED, ":now": _dec(self._clock()),
+                                  ":error": json.dumps(error), ":zero": 0}
+        extra = ""
+        if usage is not None:
+            extra += ", #u = :usage"
+            values[":usage"] = json.dumps(usage)
+        if warnings is not None:
+            extra += ", #w = :w"
+            values[":w"] = json.dumps(warnings)
+        return self._update(
+            job_id,
+            f"SET #s = :failed, finished_at = :now, #e = :error, lease_until = :zero{extra}",
+            "attribute_exists(job_id) AND #s <> :failed AND #s <> :done",
+            values,
+            names={"#e": "error", **({"#u": "usage"} if usage is not None else {}),
+                   **({"#w": "warnings"} if warnings is not None else {})},
+        ) is not None
+
+    def extend_lease(self, job_id: str, seconds: float, *, spend: tuple[int, dict[str, Any]] | None = None) -> bool:
+        """The worker's heartbeat: keep holding a job it is still working on, and record ``(attempt, spend)``."""
+        expression, values, names = "SET lease_until = :lease", {":lease": _dec(self._clock() + seconds),
+                                                                  ":running": RUNNING}, {}
+        if spend is not None:
+            expression, names = expression + ", spend.#a = :spend", {"#a": f"a{spend[0]}"}
+            values[":spend"] = json.dumps(spend[1])
+        return self._update(job_id, expression, "#s = :running AND attribute_exists(spend)", values,
+                            names=names) is not None
+
+    def record_spend(self, job_id: str, attempt: int, spend: dict[str, Any]) -> None:
+        """Keep what an attempt spent; a job that has finished keeps the usage it finished with."""
+        self._update(job_id, "SET spend.#a = :spend", "#s = :running AND attribute_exists(spend)",
+                     {":spend": json.dumps(spend), ":running": RUNNING}, names={"#a": f"a{attempt}"})
+
+    def requeue(self, job_id: str) -> Job | None:
+        """A client's retry of a FAILED job: back to QUEUED with its error cleared; None if it is not FAILED."""
+        return self._update(
+            job_id,
+            "SET #s = :queued, lease_until = :zero REMOVE #e, finished_at",
+            "#s = :failed",
+            {":queued": QUEUED, ":failed": FAILED, ":zero": 0},
+            names={"#e": "error"},
+        )
+
+    def withdraw(self, job_id: str) -> None:
+        """Remove a job that never reached the queue, so the client's (or S3's) retry can create it afresh."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self._table.delete_item(Key={"job_id": job_id}, ConditionExpression="#s = :queued",
+                                    ExpressionAttributeNames={"#s": "status"},
+                                    ExpressionAttributeValues={":queued": QUEUED})
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+
+    def release(self, job_id: str, error: dict[str, str]) -> None:
+        """An attempt failed but may be retried: keep RUNNING, note why, and let the next delivery claim it."""
+        self._update(
+            job_id,
+            "SET last_error = :error, lease_until = :zero",
+            "#s = :running",
+            {":error": json.dumps(error), ":zero": 0, ":running": RUNNING},
+        )
+
+    def _update(self, job_id: str, expression: str, condition: str, values: dict[str, Any],
+                names: dict[str, str] | None = None) -> Job | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            response = self._table.update_item(
+                Key={"job_id": job_id},
+                UpdateExpression=expression,
+                ConditionExpression=condition,
+                ExpressionAttributeNames={"#s": "status", **(names or {})},
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return None
+            raise
+        return _from_item(response["Attributes"])

@@ -1,0 +1,160 @@
+"""A circuit breaker around the LLM, shared by every concurrent worker through DynamoDB.
+
+Powertools' circuit breaker keeps the state (closed, open, half-open with one elected prober) in DynamoDB, so when
+the provider goes down every Lambda stops calling it after a few failures, and only one probes it after the
+recovery timeout. Its decorator is synchronous while the LLM calls are coroutines, so each call runs inside the
+breaker on a worker thread that hands the coroutine back to the job's event loop and waits for it; the event loop
+itself never blocks. Only the provider's transient errors (throttling, 5xx, timeouts, unreachable) count as
+failures: a rejected API key is a job's problem, and running out of invocation time is the worker's, not outages.
+
+While the circuit is open a call raises docpipe's ``CircuitOpen`` (Powertools' ``CircuitBreakerOpenError`` is
+translated here, at the adapter); the job is then put back on the queue with a delay instead of spending its
+deliveries (``jobs.lifecycle``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import Future, ThreadPoolExecutor
+from functools import cache
+from typing import Any
+
+from chalicelib.errors import CircuitOpen
+from chalicelib.llm.chat import EndpointBusy
+from chalicelib.observability import logger
+
+CIRCUIT_NAME = "docpipe-llm"
+# How long a worker trusts its last read of the shared state. Each re-read makes every call in flight read DynamoDB
+# at once; a worker's own failures still count at once, and others' are seen within this many seconds.
+STATE_CACHE_SECONDS = 5
+
+
+@cache
+def _guard(dynamodb: Any, table_name: str, failure_threshold: int, recovery_seconds: int) -> Any:
+    """The breaker for these settings, made once per worker instance: its local counters live as long as it."""
+    from aws_lambda_powertools.utilities.circuit_breaker import CircuitBreakerConfig, circuit_breaker
+    from aws_lambda_powertools.utilities.circuit_breaker.persistence import CircuitBreakerDynamoDBPersistence
+
+    def on_transition(transition: Any) -> None:
+        logger.warning("LLM circuit changed state", extra={"from": str(transition.from_state),
+                                                          "to": str(transition.to_state)})
+
+    persistence = CircuitBreakerDynamoDBPersistence(table_name=table_name, boto3_client=dynamodb)
+    # One probe success closes the circuit: a recovered provider should drain the backlog at once.
+    config = CircuitBreakerConfig(failure_threshold=failure_threshold, recovery_timeout=recovery_seconds,
+                                  success_threshold=1, handled_exceptions=(EndpointBusy,),
+                                  local_cache_max_age=STATE_CACHE_SECONDS)
+
+    @circuit_breaker(name=CIRCUIT_NAME, persistence_store=persistence, config=config, on_transition=on_transition)
+    def run(call: Any) -> Any:
+        return call()
+
+    return run, persistence
+
+
+class GuardedChat:
+    """A chat model whose calls go through the circuit breaker whose state is in ``table_name`` (reached through
+    ``dynamodb``, a boto3 client), shared by every worker."""
+
+    def __init__(self, chat: Any, *, dynamodb: Any, table_name: str, failure_threshold: int, recovery_seconds: int,
+                 concurrency: int) -> None:
+        self._chat = chat
+        self._guarded, self._persistence = _guard(dynamodb, table_name, failure_threshold, recovery_seconds)
+        # Twice the calls at once: a finished call's thread may still be recording its success.
+        self._threads = ThreadPoolExecutor(max_workers=2 * concurrency, thread_name_prefix="llm-breaker")
+        self.model = getattr(chat, "model", None)
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+
+    async def prime(self) -> None:
+        """Read the circuit's state now (it is cached for a few seconds), so the first calls need not wait for it."""
+        await asyncio.get_running_loop().run_in_executor(self._threads, self._persistence.get_state, CIRCUIT_NAME)
+
+    async def complete(self, messages: list[dict[str, str]], **options: Any) -> Any:
+        from aws_lambda_powertools.utilities.circuit_breaker import CircuitBreakerOpenError
+
+        try:
+            return await self._call(messages, options)
+        except CircuitBreakerOpenError:
+            if self._in_flight == 0:
+                raise CircuitOpen() from None
+        # A call of this job may be the breaker's one probe: failing now would cancel it with the job, and the
+        # circuit would never learn that the provider is back. Wait for this job's calls, then ask once more.
+        await self._idle.wait()
+        try:
+            return await self._call(messages, options)
+        except CircuitBreakerOpenError:
+            raise CircuitOpen() from None
+
+    async def _call(self, messages: list[dict[str, str]], options: dict[str, Any]) -> Any:
+        self._enter()
+        try:
+            return await self._run(messages, options)
+        finally:
+            self._leave()
+
+    def _enter(self) -> None:
+        self._in_flight += 1
+        self._idle.clear()
+
+    def _leave(self, *_done: Any) -> None:
+        self._in_flight -= 1
+        if self._in_flight == 0:
+            self._idle.set()
+
+    async def _run(self, messages: list[dict[str, str]], options: dict[str, Any]) -> Any:
+        """The call, inside the breaker: its thread decides whether the call may run, the event loop runs it.
+
+        A success is handed to the caller at once and the breaker records it on its thread meanwhile (a wave of
+        answers would otherwise queue for those threads before the next calls start); a failure is handed back
+        only after the breaker has counted it.
+        """
+        loop = asyncio.get_running_loop()
+        allowed = loop.create_future()
+        outcome: Future[Any] = Future()
+
+        def call() -> Any:
+            loop.call_soon_threadsafe(_settle, allowed)
+            return outcome.result()  # the call's answer, or its error re-raised for the breaker to count
+
+        guarded = loop.run_in_executor(self._threads, self._guarded, call)
+        try:
+            await asyncio.wait({allowed, guarded}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            outcome.cancel()
+            raise
+        if not allowed.done():
+            return await guarded  # refused: the circuit is open
+        try:
+            answer = await self._chat.complete(messages, **options)
+        except asyncio.CancelledError:
+            # The job gave up on this call (another chunk failed for good): the breaker does not count it.
+            outcome.cancel()
+            raise
+        except Exception as exc:
+            outcome.set_exception(exc)
+            return await guarded  # raises the same error, once counted
+        outcome.set_result(answer)
+        # Until the breaker has recorded the success (a probe's closes the circuit), the call counts as in flight.
+        self._enter()
+        guarded.add_done_callback(self._leave)
+        guarded.add_done_callback(_retrieve)
+        return answer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._chat, name)
+
+    async def close(self) -> None:
+        self._threads.shutdown(wait=False)
+        await self._chat.close()
+
+
+def _settle(allowed: asyncio.Future[None]) -> None:
+    if not allowed.done():
+        allowed.set_result(None)
+
+
+def _retrieve(done: asyncio.Future[Any]) -> None:
+    """Read a finished bookkeeping's outcome, so a failed write is not reported as never retrieved."""
+    if not done.cancelled():
+        done.exception()

@@ -1,0 +1,90 @@
+"""The LLM endpoint a worker calls: where it is, its key, and one chat model per model name.
+
+Locally the endpoint comes from the standard ``OPENAI_API_KEY`` / ``OPENAI_BASE_URL`` variables; on AWS the key
+(and optionally the URL) come from the stage's secret, read again per job so that a rotated key is in use within
+``DOCPIPE_LLM_SECRET_MAX_AGE_SECONDS``. Every chat model goes through the circuit breaker all workers share, and
+through this worker instance's rate limits for its model::
+
+    endpoint.refresh()                  # the secret's key, as it is now (cached by Powertools Parameters)
+    if endpoint.uses_openai:
+        chat = endpoint.chat("gpt-4o-mini")
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from chalicelib.config import ConfigError, Settings, with_llm_secret
+from chalicelib.errors import TransientError
+from chalicelib.llm.breaker import GuardedChat
+from chalicelib.llm.ratelimit import Throttle
+from chalicelib.observability import logger
+
+
+class LLMEndpoint:
+    """``settings`` describe the endpoint as the environment has it; ``secret`` reads the stage's secret (None where
+    the environment alone serves); ``dynamodb`` (a boto3 client) reaches the circuit breaker's state."""
+
+    def __init__(self, settings: Settings, *, dynamodb: Any, secret: Callable[[], str | None] | None = None) -> None:
+        self._environment = settings
+        self.settings = settings
+        self._dynamodb = dynamodb
+        self._secret = secret
+        self._throttles: dict[str, Throttle] = {}
+        self._warned_no_key = False
+
+    @property
+    def uses_openai(self) -> bool:
+        """An OpenAI-compatible endpoint is configured; otherwise the offline provider does the work."""
+        return self.settings.uses_openai
+
+    @property
+    def base_url(self) -> str | None:
+        return self.settings.llm_base_url
+
+    def refresh(self) -> None:
+        """Take the endpoint's key (and URL) from the stage's secret, as it is now.
+
+        The secret is read through Powertools Parameters, which keeps it for ``llm_secret_max_age_seconds``: warm
+        invocations do not call Secrets Manager, and a rotated key is in use within that time. A secret that holds no
+        value yet leaves the offline provider in charge, with a warning; one that cannot be read is a transient error.
+        """
+        if self._secret is None:
+            return
+        name = self._environment.llm_secret_name
+        try:
+            secret = self._secret()
+            settings = with_llm_secret(self._environment, secret)
+        except ConfigError as exc:
+            raise TransientError("llm_unavailable", str(exc)) from exc
+        except Exception as exc:  # never the value: only what kind of failure it was
+            raise TransientError("llm_unavailable", f"could not read the LLM secret {name}: "
+                                                    f"{type(exc).__name__}") from exc
+        if secret is None and not self._warned_no_key:
+            self._warned_no_key = True
+            logger.warning("the stage's LLM secret holds no key yet: jobs use the offline provider until one is set "
+                           "(make llm-key)", extra={"secret": name})
+        self.settings = settings
+
+    def chat(self, model: str) -> Any:
+        """A chat model for ``model`` on the endpoint, behind the shared circuit breaker."""
+        from chalicelib.documents import count_tokens
+        from chalicelib.llm.chat import ChatModel
+
+        s = self.settings
+        chat = ChatModel(model=model, api_key=s.llm_api_key, base_url=s.llm_base_url,
+                         timeout=s.llm_timeout_seconds, max_retries=s.llm_max_attempts - 1,
+                         throttle=self.throttle(model), count_tokens=functools.partial(count_tokens, model=model))
+        # The breaker's state shares the idempotency table: both are Powertools records keyed by "id".
+        return GuardedChat(chat, dynamodb=self._dynamodb, table_name=s.idempotency_table,
+                           failure_threshold=s.breaker_failures, recovery_seconds=s.breaker_recovery_seconds,
+                           concurrency=s.llm_concurrency)
+
+    def throttle(self, model: str) -> Throttle:
+        """The provider's rate limits for ``model``, shared by every job this worker instance runs."""
+        if model not in self._throttles:
+            self._throttles[model] = Throttle(requests_per_minute=self.settings.llm_requests_per_minute,
+                                              tokens_per_minute=self.settings.llm_tokens_per_minute)
+        return self._throttles[model]

@@ -1,0 +1,80 @@
+"""The one owner of retries (ChatModel) and the rate limiter against a real HTTP exchange: the openai SDK talking to the
+fake OpenAI-compatible server on 127.0.0.1, and a whole job's calls through the worker."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from chalicelib.llm import ChatModel, Throttle
+from tests.support.fake_openai import FakeOpenAI
+from tests.support.taskflow import configure, run_job, submit
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_the_sdk_never_retries_by_itself(fake_server):
+    fake_server.script([("status", 500, {"retry-after-ms": "10"}), ("status", 500, {"retry-after-ms": "10"})])
+
+    async def call():
+        model = ChatModel(model="gpt-4o-mini", api_key="sk-x", base_url=fake_server.base_url, timeout=5,
+                          max_retries=2)
+        try:
+            return await model.complete([{"role": "user", "content": "hello"}], max_tokens=5)
+        finally:
+            await model.close()
+
+    completion = asyncio.run(call())
+
+    assert completion.retries == 2 and fake_server.calls == 3
+    # Every request is an SDK first attempt: the retries are ChatModel's, which the throttle sees.
+    assert [r["headers"].get("x-stainless-retry-count") for r in fake_server.chat_requests] == ["0", "0", "0"]
+
+
+def test_a_429_with_retry_after_holds_back_a_call_that_starts_during_the_wait(fake_server):
+    fake_server.script([("status", 429, {"retry-after-ms": "600"})])
+    throttle = Throttle()
+
+    async def scenario():
+        first = ChatModel(model="gpt-4o-mini", api_key="sk-x", base_url=fake_server.base_url, timeout=5,
+                          max_retries=1, throttle=throttle)
+        second = ChatModel(model="gpt-4o-mini", api_key="sk-x", base_url=fake_server.base_url, timeout=5,
+                           max_retries=1, throttle=throttle)
+        try:
+            throttled = asyncio.create_task(first.complete([{"role": "user", "content": "a"}], max_tokens=5))
+            while fake_server.calls == 0:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.1)  # the 429 has arrived; the other call starts while it is in force
+            await second.complete([{"role": "user", "content": "b"}], max_tokens=5)
+            await throttled
+        finally:
+            await first.close()
+            await second.close()
+
+    asyncio.run(scenario())
+
+    times = {r["json"]["messages"][0]["content"]: r["time"] for r in reversed(fake_server.chat_requests)}
+    first_429 = fake_server.chat_requests[0]["time"]
+    assert times["b"] - first_429 >= 0.55  # without the shared pause it would have gone at once (lower bound only)
+
+
+@pytest.fixture
+def fake_server():
+    with FakeOpenAI() as server:
+        yield server
+    assert not server.errors
+
+
+def test_a_jobs_calls_keep_to_the_configured_requests_per_minute(client, sqs, drain_queue, llm, monkeypatch):
+    configure(monkeypatch, DOCPIPE_LLM_RPM="120", DOCPIPE_CHUNK_TOKENS="50", DOCPIPE_CHUNK_OVERLAP_TOKENS="0")
+    text = "\f".join(f"Page {n}: the ferry crosses the strait twice a day, weather permitting, all year." * 2
+                     for n in range(3))
+
+    job, _result = run_job(client, sqs, drain_queue, submit(client, {"text": text}, {"type": "summarize"}))
+
+    assert job["status"] == "SUCCEEDED"
+    times = [r["time"] for r in llm.chat_requests]
+    assert len(times) >= 4
+    # Two requests a second, one second's worth at once: the fourth cannot leave before 1 s (lower bound only).
+    assert times[3] - times[0] >= 0.95

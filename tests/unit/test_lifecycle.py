@@ -1,0 +1,240 @@
+"""The lifecycle's rules, on an in-memory store and queue: what becomes of a job and of its message when an attempt
+succeeds, fails for good, fails for now, meets an open circuit or finds the job held by another worker.
+
+The DynamoDB conditions themselves are tested against the emulator (tests/integration/test_jobstore.py); here the
+store answers as those conditions do.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from chalicelib.errors import JobFailure, ServiceUnavailable
+from chalicelib.jobs import FAILED, QUEUED, RUNNING, SUCCEEDED, Delivery, Heartbeat, Job, Lifecycle, Message
+from chalicelib.llm import Usage
+
+NOW = 1_800_000_000.0
+PRICES = {"gpt-4o-mini": (0.15, 0.60)}
+
+
+class Store:
+    """The JobStore's answers, without DynamoDB."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[str, Job] = {}
+        self.calls: list[tuple[str, Any]] = []
+
+    def create(self, job: Job) -> bool:
+        if job.job_id in self.jobs:
+            return False
+        self.jobs[job.job_id] = job
+        return True
+
+    def get(self, job_id: str) -> Job | None:
+        return self.jobs.get(job_id)
+
+    def claim(self, job_id: str, lease_seconds: float) -> Job | None:
+        job = self.jobs.get(job_id)
+        if job is None or not (job.status == QUEUED or (job.status == RUNNING and job.lease_until < NOW)):
+            return None
+        self.jobs[job_id] = replace(job, status=RUNNING, lease_until=NOW + lease_seconds, attempts=job.attempts + 1)
+        return self.jobs[job_id]
+
+    def extend_lease(self, job_id: str, seconds: float, *, spend: Any = None) -> bool:
+        self.calls.append(("extend_lease", (job_id, seconds, spend)))
+        return True
+
+    def record_spend(self, job_id: str, attempt: int, spend: dict[str, Any]) -> None:
+        self.calls.append(("record_spend", (attempt, spend)))
+
+    def release(self, job_id: str, error: dict[str, str]) -> None:
+        self.calls.append(("release", error))
+        self.jobs[job_id] = replace(self.jobs[job_id], last_error=error, lease_until=0)
+
+    def mark_failed(self, job_id: str, error: dict[str, str], **found: Any) -> bool:
+        job = self.jobs.get(job_id)
+        if job is None or job.finished:
+            return False
+        self.calls.append(("mark_failed", error))
+        self.jobs[job_id] = replace(job, status=FAILED, error=error)
+        return True
+
+    def mark_succeeded(self, job_id: str, **outcome: Any) -> bool:
+        job = self.jobs.get(job_id)
+        if job is None or job.status != RUNNING:
+            return False
+        self.jobs[job_id] = replace(job, status=SUCCEEDED, result_key=outcome["result_key"])
+        return True
+
+    def withdraw(self, job_id: str) -> None:
+        self.calls.append(("withdraw", job_id))
+        self.jobs.pop(job_id, None)
+
+
+class Queue:
+    def __init__(self, *, max_receives: int = 3, refuses: bool = False) -> None:
+        self.sent: list[tuple[str, int]] = []
+        self.hidden: list[int] = []
+        self._max_receives = max_receives
+        self._refuses = refuses
+
+    def send(self, job_id: str, *, delay_seconds: int = 0) -> None:
+        if self._refuses:
+            raise ConnectionError("the queue is unreachable")
+        self.sent.append((job_id, delay_seconds))
+
+    def hide(self, delivery: Delivery, seconds: int) -> bool:
+        self.hidden.append(seconds)
+        return True
+
+    def max_receive_count(self) -> int:
+        return self._max_receives
+
+
+def lifecycle(store: Store, queue: Queue) -> Lifecycle:
+    return Lifecycle(store, queue, retry_backoff_seconds=30, outage_wait_seconds=45,  # type: ignore[arg-type]
+                     clock=lambda: NOW)
+
+
+def queued(store: Store, **fields: Any) -> str:
+    job = Job(job_id="a" * 32, status=QUEUED, task={"type": "summarize"}, document={}, created_at=NOW - 60)
+    store.jobs[job.job_id] = replace(job, **fields)
+    return job.job_id
+
+
+def delivery(job_id: str, receives: int = 1) -> Delivery:
+    return Delivery(job_id, message_id="m", receipt_handle="r", queue_name="docpipe-test-jobs", receives=receives)
+
+
+def metered(attempt: Any) -> dict[str, Any]:
+    usage = Usage(model="gpt-4o-mini", provider="openai")
+    usage.add_call(100, 20, PRICES)
+    attempt.meter(usage, PRICES)
+    return attempt.spent()
+
+
+@pytest.mark.parametrize("receives, backoff", [(1, 30), (2, 60)])
+def test_a_failed_attempt_is_released_and_its_message_comes_back_after_a_doubling_backoff(receives, backoff):
+    store, queue = Store(), Queue(max_receives=3)
+    jobs = lifecycle(store, queue)
+    attempt = jobs.claim(queued(store), lease_seconds=60)
+    spent = metered(attempt)
+
+    message = jobs.retry_or_fail(delivery(attempt.job_id, receives), attempt, {"code": "llm_unavailable",
+                                                                               "message": "429"})
+
+    assert message is Message.AGAIN and queue.hidden == [backoff]
+    assert store.calls == [("record_spend", (1, spent)), ("release", {"code": "llm_unavailable", "message": "429"})]
+    assert store.jobs[attempt.job_id].status == RUNNING and store.jobs[attempt.job_id].lease_until == 0
+
+
+def test_the_last_delivery_fails_the_job_with_its_reason_and_its_message_is_done():
+    store, queue = Store(), Queue(max_receives=3)
+    jobs = lifecycle(store, queue)
+    attempt = jobs.claim(queued(store), lease_seconds=60)
+
+    message = jobs.retry_or_fail(delivery(attempt.job_id, receives=3), attempt, {"code": "internal_error",
+                                                                                 "message": "boom"})
+
+    assert message is Message.DONE and queue.hidden == []
+    assert store.jobs[attempt.job_id].status == FAILED
+    assert store.jobs[attempt.job_id].error == {"code": "internal_error", "message": "boom"}
+
+
+def test_an_open_circuit_puts_the_job_back_on_the_queue_after_the_recovery_window_without_spending_a_delivery():
+    store, queue = Store(), Queue()
+    jobs = lifecycle(store, queue)
+    attempt = jobs.claim(queued(store), lease_seconds=60)
+
+    message = jobs.defer(delivery(attempt.job_id, receives=3), attempt)
+
+    assert message is Message.DONE and queue.sent == [(attempt.job_id, 45)]
+    assert store.jobs[attempt.job_id].status == RUNNING
+    assert "waits and tries again in 45 s" in store.jobs[attempt.job_id].last_error["message"]
+
+
+def test_a_job_that_waited_out_outages_for_hours_gives_up():
+    store, queue = Store(), Queue()
+    jobs = lifecycle(store, queue)
+    attempt = jobs.claim(queued(store, created_at=NOW - 7 * 3600), lease_seconds=60)
+
+    assert jobs.defer(delivery(attempt.job_id), attempt) is Message.DONE
+
+    assert queue.sent == [] and store.jobs[attempt.job_id].error["code"] == "llm_unavailable"
+
+
+def test_a_delivery_of_a_job_another_worker_holds_waits_for_its_lease_and_a_finished_one_is_done():
+    store, queue = Store(), Queue()
+    jobs = lifecycle(store, queue)
+    job_id = queued(store, status=RUNNING, lease_until=NOW + 20)
+
+    assert jobs.claim(job_id, lease_seconds=60) is None
+    assert jobs.wait_for_holder(delivery(job_id)) is Message.AGAIN and queue.hidden == [21]
+
+    store.jobs[job_id] = replace(store.jobs[job_id], status=SUCCEEDED)
+    assert jobs.wait_for_holder(delivery(job_id)) is Message.DONE and queue.hidden == [21]
+
+
+def test_a_new_job_the_queue_refuses_is_withdrawn_so_that_a_retry_creates_it_afresh():
+    store = Store()
+    job = Job(job_id="b" * 32, status=QUEUED, task={"type": "summarize"}, document={}, created_at=NOW)
+
+    with pytest.raises(ServiceUnavailable):
+        lifecycle(store, Queue(refuses=True)).open(job)
+
+    assert store.calls == [("withdraw", job.job_id)] and store.jobs == {}
+
+
+def test_a_permanent_failure_and_a_success_finish_the_job_once():
+    store, queue = Store(), Queue()
+    jobs = lifecycle(store, queue)
+    attempt = jobs.claim(queued(store), lease_seconds=60)
+
+    assert jobs.succeed(attempt, result_key="results/x.json", usage={}, warnings=[], timings={}, chunks_total=1)
+    jobs.fail(attempt, JobFailure("corrupt_pdf", "too late"), usage={}, warnings=[])
+
+    assert store.jobs[attempt.job_id].status == SUCCEEDED
+    assert not jobs.succeed(attempt, result_key="results/y.json", usage={}, warnings=[], timings={},
+                            chunks_total=1)
+
+
+def test_a_dead_letter_fails_its_job_with_the_last_reason_unless_a_live_worker_holds_it():
+    store, queue = Store(), Queue()
+    jobs = lifecycle(store, queue)
+    held = queued(store, status=RUNNING, lease_until=NOW + 30)
+
+    jobs.fail_dead_letter(held)
+    assert store.jobs[held].status == RUNNING
+
+    store.jobs[held] = replace(store.jobs[held], lease_until=NOW - 1,
+                               last_error={"code": "ocr_unavailable", "message": "Textract throttled"})
+    jobs.fail_dead_letter(held)
+    assert store.jobs[held].error == {"code": "ocr_unavailable", "message": "Textract throttled"}
+
+
+def test_the_heartbeat_holds_the_message_at_once_and_a_claimed_lease_before_its_message():
+    order: list[str] = []
+    beaten = threading.Event()
+
+    class Recorder:
+        def hide(self, delivery: Delivery, seconds: int) -> None:
+            order.append("hide")
+            if "hold" in order:
+                beaten.set()
+
+        def hold(self, attempt: Any, seconds: float) -> None:
+            order.append("hold")
+
+    store = Store()
+    attempt = lifecycle(store, Queue()).claim(queued(store), lease_seconds=3)
+    with Heartbeat(Recorder(), delivery(attempt.job_id), interval=0.05) as heartbeat:  # type: ignore[arg-type]
+        assert order[0] == "hide" and "hold" not in order  # the first beat, at once, before any claim
+        heartbeat.track(attempt)
+        assert beaten.wait(5)
+
+    first_hold = order.index("hold")
+    assert set(order[:first_hold]) == {"hide"} and order[first_hold + 1] == "hide"
