@@ -376,7 +376,7 @@ def _emit_metrics(run: JobRun) -> None:
     metrics.add_metric(name="JobsSucceeded", unit="Count", value=1)
     for stage in ("extract_seconds", "chunk_seconds", "map_seconds", "reduce_seconds"):
         if stage in run.timings:
-            metrics.add_metric(name=stage.replace("_seconds", "Milliseconds").capitalize(), unit="Milliseconds",
+            metrics.add_metric(name=stage.split("_")[0].capitalize() + "Milliseconds", unit="Milliseconds",
                                value=round(run.timings[stage] * 1000))
 
 
