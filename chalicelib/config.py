@@ -71,6 +71,7 @@ class Settings:
     ocr_usd_per_page: float = 0.0015
     llm_secret_name: str | None = None
     llm_secret_max_age_seconds: int = 300
+    keep_warm_instances: int = 1
 
     @property
     def uses_openai(self) -> bool:
@@ -211,6 +212,7 @@ def load_settings(env: Mapping[str, str] = os.environ) -> Settings:
         ocr_usd_per_page=positive_number(env, "DOCPIPE_OCR_USD_PER_PAGE", 0.0015),
         llm_secret_name=env.get("DOCPIPE_LLM_SECRET", "").strip() or None,
         llm_secret_max_age_seconds=_int(env, "DOCPIPE_LLM_SECRET_MAX_AGE_SECONDS", 300, minimum=1),
+        keep_warm_instances=_int(env, "DOCPIPE_KEEP_WARM_INSTANCES", 1, minimum=1),
     )
 
 
