@@ -170,9 +170,9 @@ def api_provisioned_concurrency(config: Mapping[str, Any], stage: str) -> int:
 
 
 def check_capacity(config: Mapping[str, Any], stage: str) -> None:
-    """Refuse a worker whose reserved concurrency is below what its event source mapping may run at once: Lambda
+    """Refuse a worker whose reserved concurrency is below what its event source mapping may run at once (Lambda
     would throttle the mapping's extra invocations, and each throttled batch goes back to the queue and spends one of
-    its messages' deliveries on the way to the dead-letter queue."""
+    its messages' deliveries on the way to the dead-letter queue), and a provisioned concurrency that is no count."""
     reserved = chalice_config(config, stage, WORKER_FUNCTION).reserved_concurrency
     maximum = _setting(config, stage, "DOCPIPE_WORKER_MAX_CONCURRENCY", DEFAULT_WORKER_MAX_CONCURRENCY, minimum=2)
     if reserved is not None and reserved < maximum:
