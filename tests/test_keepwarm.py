@@ -130,8 +130,9 @@ def test_the_pinged_route_is_the_apis_real_health_route(client):
     assert response.json_body["status"] == "ok"
 
 
-def test_the_schedule_sends_as_many_pings_as_instances_to_warm_and_sends_them_together(client, monkeypatch,
-                                                                                      scheduled_event):
+def test_the_schedule_sends_as_many_pings_as_instances_to_warm_and_sends_them_together(client, monkeypatch):
+    from tests.rehearsal import scheduled_event
+
     instances = 4
     # The stand-in API answers only once all the pings are in: pings sent one after another would never all arrive
     # within its wait, and the first would be answered 503.
@@ -159,7 +160,8 @@ def test_the_schedule_sends_as_many_pings_as_instances_to_warm_and_sends_them_to
         monkeypatch.setenv("DOCPIPE_KEEP_WARM_INSTANCES", str(instances))
         use_api_url(monkeypatch, f"http://127.0.0.1:{server.server_address[1]}")
 
-        payload = client.lambda_.invoke("keep_warm", scheduled_event).payload
+        event = scheduled_event("arn:aws:events:us-east-1:123456789012:rule/docpipe-keep-warm", "123456789012")
+        payload = client.lambda_.invoke("keep_warm", event).payload
     finally:
         server.shutdown()
         server.server_close()
