@@ -91,4 +91,4 @@ def start_job_from_upload(event):
 def keep_warm(event):
     from chalicelib.entry.keepwarm import ping
 
-    return ping(get_settings().api_url)
+    return ping(get_settings().api_url, get_settings().keep_warm_instances)

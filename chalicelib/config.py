@@ -98,6 +98,7 @@ class Settings:
     worker_max_concurrency: int = 10
     # The Lambda function running this code (set by Lambda; Powertools' own default elsewhere): it scopes records.
     function_name: str = "test-func"
+    keep_warm_instances: int = 1
 
     @property
     def uses_openai(self) -> bool:
@@ -262,6 +263,7 @@ def load_settings(env: Mapping[str, str] = os.environ) -> Settings:
         worker_batch_size=_int(env, "DOCPIPE_WORKER_BATCH_SIZE", 5, minimum=1, maximum=10_000),
         worker_max_concurrency=_int(env, "DOCPIPE_WORKER_MAX_CONCURRENCY", 10, minimum=2, maximum=1_000),
         function_name=env.get("AWS_LAMBDA_FUNCTION_NAME") or "test-func",
+        keep_warm_instances=_int(env, "DOCPIPE_KEEP_WARM_INSTANCES", 1, minimum=1),
     )
 
 

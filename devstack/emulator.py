@@ -76,6 +76,13 @@ class Emulator:
             raise
         return self
 
+    @property
+    def pid(self) -> int:
+        """The emulator's process id (it must be running)."""
+        if self._process is None:
+            raise RuntimeError("the emulator is not running")
+        return self._process.pid
+
     def stop(self) -> None:
         if self._process and self._process.poll() is None:
             self._process.terminate()

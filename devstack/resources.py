@@ -1,7 +1,9 @@
 """Create docpipe's AWS resources in the emulator from the one definition in ``infra/template.json``.
 
-moto's CloudFormation creates the bucket, queues (with the redrive policy) and tables, but does not enable TTL,
-skips alarms, and cannot wire bucket notifications; those few extras are applied here afterwards. The bucket's
+moto's CloudFormation creates the bucket, queues (with the redrive policy) and tables, the alarm topic and the
+dashboard, but does not enable TTL, cannot wire bucket notifications, and skips the alarms, the topic's policy and
+e-mail subscription and the budget, which nothing evaluates locally; TTL and the notifications are applied here
+afterwards. The bucket's
 ``incoming/`` notifications go to a local events queue that the dispatcher turns into S3 events for the app's
 S3 handler — what S3 → Lambda does on AWS.
 """

@@ -8,15 +8,18 @@ ignores. This script runs the whole sequence, and stops with a message rather th
 1. check the credentials and the stage (every deployed stage requires an API key);
 2. build and check the Lambda artefacts with the account's facts (scripts/package.py): a dependency Chalice could not
    install fails here, before anything is created or uploaded;
-3. create or update the CloudFormation stack ``docpipe-<stage>`` (infra/template.json), tagged for cost allocation;
+3. create or update the CloudFormation stack ``docpipe-<stage>`` (infra/template.json), tagged for cost allocation: its
+   resources, the alarms and their topic, the dashboard and the budget, with the stage's alarm settings;
 4. make sure the stage's LLM secret exists (its value is set only by ``make llm-key``);
 5. under the stage's deploy lock, fetch Chalice's record of the stage from the bucket, run Chalice's deployer on the
    same configuration the build used (it reuses the checked zips), and store the record back;
 6. switch on ReportBatchItemFailures on the worker's event source mapping and read it back;
 7. on the first deploy, record the API's URL for the keep-warm schedule, rebuild and deploy again;
 8. compare what Lambda holds (CodeSha256 of each function and of the layer) with the checked build;
-9. ensure the usage plan (throttle and quota per key) and the stage's default API key;
-10. tag what Chalice leaves untagged (the roles, the API stage, the schedule's rule).
+9. name the REST API after the stage, give the API its provisioned concurrency (scripts/provisioned.py) or release it;
+10. ensure the usage plan (throttle and quota per key) and the stage's default API key;
+11. tag what Chalice leaves untagged (the roles, the API stage, the schedule's rule), and make the stack's tags
+    active cost-allocation tags, which the stage's budget filters on.
 
 Each step is a function taking its boto3 client, so the tests run them against the emulator.
 """
@@ -25,6 +28,8 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import math
+import re
 import socket
 import sys
 import time
@@ -33,8 +38,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from scripts import artefacts, deploystate, llm_key, package
-from scripts.stage import StageError, StageFacts, chalice_config, llm_secret_name, load_config, stage_factory
+from scripts import artefacts, deploystate, llm_key, package, provisioned
+from scripts.stage import (
+    StageError,
+    StageFacts,
+    chalice_config,
+    llm_secret_name,
+    load_config,
+    rest_api_name,
+    stage_factory,
+)
 
 TEMPLATE_FILE = Path("infra") / "template.json"
 WORKER_FUNCTION = "process_jobs"
@@ -51,6 +64,13 @@ MAX_VISIBILITY_TIMEOUT = 43200
 SETTLED_MAPPING_STATES = {"Enabled", "Disabled"}
 # The usage plan's limits per API key when the stage sets none: requests per second, burst, requests per day.
 DEFAULT_API_LIMITS = {"DOCPIPE_API_RATE_LIMIT": 10.0, "DOCPIPE_API_BURST_LIMIT": 20, "DOCPIPE_API_DAILY_QUOTA": 10000}
+# The alarms' and the budget's thresholds when the stage sets none (the template's parameters they become).
+DEFAULT_ALARM_SETTINGS = {"DOCPIPE_ALARM_FAILED_JOBS_PERCENT": 20.0, "DOCPIPE_ALARM_LLM_USD_PER_HOUR": 5.0,
+                          "DOCPIPE_MONTHLY_BUDGET_USD": 50.0}
+# The worker's defaults, as chalicelib/config.py and app.py have them.
+DEFAULT_BREAKER_RECOVERY_SECONDS = 30
+DEFAULT_WORKER_MAX_CONCURRENCY = 10
+EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 
 # CloudFormation stack states, by what the deploy can do about them.
 STACK_BUSY = {"CREATE_IN_PROGRESS", "UPDATE_IN_PROGRESS", "UPDATE_COMPLETE_CLEANUP_IN_PROGRESS",
@@ -107,6 +127,69 @@ def api_limits(config: Mapping[str, Any], stage: str) -> dict[str, float]:
     return limits
 
 
+def _setting(config: Mapping[str, Any], stage: str, name: str, default: float, *, minimum: float = 0.0,
+             function: str = "api_handler") -> float:
+    """A numeric setting of the stage read at deploy (its environment variables), else ``default``."""
+    raw = chalice_config(config, stage, function).environment_variables.get(name, "").strip()
+    try:
+        value = float(raw) if raw else default
+    except ValueError:
+        raise DeployError(f"{name} must be a number, got {raw!r}") from None
+    if not minimum <= value < math.inf:
+        raise DeployError(f"{name} must be at least {minimum:g}, got {raw!r}")
+    return value
+
+
+def alert_email(config: Mapping[str, Any], stage: str) -> str:
+    """The address the alarm topic e-mails (DOCPIPE_ALERT_EMAIL), or "" for none."""
+    email = chalice_config(config, stage).environment_variables.get("DOCPIPE_ALERT_EMAIL", "").strip()
+    if email and not EMAIL.fullmatch(email):
+        raise DeployError(f"DOCPIPE_ALERT_EMAIL must be one e-mail address, got {email!r}")
+    return email
+
+
+def alarm_parameters(config: Mapping[str, Any], stage: str) -> dict[str, str]:
+    """The template's alarm and budget parameters from the stage's settings."""
+    values = {name: _setting(config, stage, name, default) for name, default in DEFAULT_ALARM_SETTINGS.items()}
+    if not 0 < values["DOCPIPE_ALARM_FAILED_JOBS_PERCENT"] <= 100:
+        raise DeployError("DOCPIPE_ALARM_FAILED_JOBS_PERCENT must be above 0 and at most 100")
+    if values["DOCPIPE_ALARM_LLM_USD_PER_HOUR"] <= 0:
+        raise DeployError("DOCPIPE_ALARM_LLM_USD_PER_HOUR must be above 0")
+    recovery = _setting(config, stage, "DOCPIPE_BREAKER_RECOVERY_SECONDS", DEFAULT_BREAKER_RECOVERY_SECONDS,
+                        minimum=1, function=WORKER_FUNCTION)
+    return {
+        "ApiStageName": chalice_config(config, stage).api_gateway_stage,
+        "AlertEmail": alert_email(config, stage),
+        "FailedJobsAlarmPercent": f"{values['DOCPIPE_ALARM_FAILED_JOBS_PERCENT']:g}",
+        # CostMicroUSD, the metric the alarm reads, counts millionths of a dollar.
+        "LlmSpendAlarmMicroUsdPerHour": str(max(1, round(values["DOCPIPE_ALARM_LLM_USD_PER_HOUR"] * 1_000_000))),
+        # A CloudWatch period is whole minutes; the alarm wants two periods at least as long as the window.
+        "CircuitAlarmPeriodSeconds": str(min(3600, 60 * math.ceil(recovery / 60))),
+        "MonthlyBudgetUsd": f"{values['DOCPIPE_MONTHLY_BUDGET_USD']:g}",
+    }
+
+
+def api_provisioned_concurrency(config: Mapping[str, Any], stage: str) -> int:
+    """How many API instances Lambda keeps initialised (DOCPIPE_API_PROVISIONED_CONCURRENCY; 0, the default, is off)."""
+    value = _setting(config, stage, "DOCPIPE_API_PROVISIONED_CONCURRENCY", 0)
+    if value != int(value):
+        raise DeployError(f"DOCPIPE_API_PROVISIONED_CONCURRENCY must be a whole number, got {value:g}")
+    return int(value)
+
+
+def check_capacity(config: Mapping[str, Any], stage: str) -> None:
+    """Refuse a worker whose reserved concurrency is below what its event source mapping may run at once (Lambda
+    would throttle the mapping's extra invocations, and each throttled batch goes back to the queue and spends one of
+    its messages' deliveries on the way to the dead-letter queue), and a provisioned concurrency that is no count."""
+    reserved = chalice_config(config, stage, WORKER_FUNCTION).reserved_concurrency
+    maximum = _setting(config, stage, "DOCPIPE_WORKER_MAX_CONCURRENCY", DEFAULT_WORKER_MAX_CONCURRENCY, minimum=2)
+    if reserved is not None and reserved < maximum:
+        raise DeployError(f"{WORKER_FUNCTION} reserves {reserved} concurrent executions but its SQS mapping may run "
+                          f"{maximum:g} (DOCPIPE_WORKER_MAX_CONCURRENCY): set reserved_concurrency to at least "
+                          f"{maximum:g} in stages.{stage}.lambda_functions.{WORKER_FUNCTION}, or lower the maximum")
+    api_provisioned_concurrency(config, stage)
+
+
 def check_stage(config: Mapping[str, Any], stage: str) -> None:
     """Refuse a stage that must not reach AWS, or that would expose the job routes without an API key."""
     if stage == "local":
@@ -119,6 +202,7 @@ def check_stage(config: Mapping[str, Any], stage: str) -> None:
     if not llm_secret_name(config, stage):
         raise DeployError(f"stage {stage} names no LLM secret: set DOCPIPE_LLM_SECRET for process_jobs in "
                           f"stages.{stage}.lambda_functions")
+    check_capacity(config, stage)
 
 
 def caller_identity(session: Any) -> tuple[str, str]:
@@ -222,6 +306,7 @@ def stack_parameters(config: Mapping[str, Any], stage: str, bucket: str) -> dict
         "BucketName": bucket,
         "VisibilityTimeoutSeconds": str(visibility_timeout(config, stage)),
         "DeadLetterVisibilityTimeoutSeconds": str(visibility_timeout(config, stage, DEAD_LETTER_FUNCTION)),
+        **alarm_parameters(config, stage),
     }
 
 
@@ -377,6 +462,71 @@ def ensure_api_key(apigateway: Any, stage: str, rest_api_id: str, api_stage: str
     return key["id"]
 
 
+def name_rest_api(apigateway: Any, rest_api_id: str, name: str) -> None:
+    """Give the REST API the stage's name (``docpipe-<stage>``), which its metrics, the dashboard and the 5xx alarm
+    use. The build already titles its definition so (scripts/stage.py); an API made before keeps the name it had
+    until renamed here."""
+    if apigateway.get_rest_api(restApiId=rest_api_id)["name"] != name:
+        apigateway.update_rest_api(restApiId=rest_api_id,
+                                   patchOperations=[{"op": "replace", "path": "/name", "value": name}])
+
+
+def activate_cost_allocation_tags(ce: Any, keys: Sequence[str]) -> str:
+    """Make the stack's tag keys active cost-allocation tags, which the stage's budget filters on; returns what the
+    deploy's summary says about them.
+
+    A budget filtered on a tag that is not active counts nothing and never alerts. Billing lists a tag key only
+    once a tagged resource has cost something (up to a day after the first deploy), and in an AWS Organization only
+    the management account may activate it: both are reported, not fatal.
+    """
+    from botocore.exceptions import ClientError
+
+    try:
+        status = {}
+        request: dict[str, Any] = {"TagKeys": list(keys), "Type": "UserDefined"}
+        while True:
+            page = ce.list_cost_allocation_tags(**request)
+            status.update({tag["TagKey"]: tag["Status"] for tag in page.get("CostAllocationTags", [])})
+            if not page.get("NextToken"):
+                break
+            request["NextToken"] = page["NextToken"]
+        inactive = [key for key in keys if status.get(key) == "Inactive"]
+        failed: dict[str, str] = {}
+        if inactive:
+            answer = ce.update_cost_allocation_tags_status(
+                CostAllocationTagsStatus=[{"TagKey": key, "Status": "Active"} for key in inactive])
+            failed = {error["TagKey"]: error.get("Message", error.get("Code", ""))
+                      for error in answer.get("Errors", [])}
+    except ClientError as exc:
+        return (f"not checked ({exc.response['Error'].get('Code')}): activate {', '.join(keys)} under Billing > Cost "
+                f"allocation tags in the account that pays, or the budget counts nothing")
+    parts = []
+    active = [key for key in keys if status.get(key) == "Active"]
+    activated = [key for key in inactive if key not in failed]
+    unknown = [key for key in keys if key not in status]
+    if active:
+        parts.append(f"{', '.join(active)} active")
+    if activated:
+        parts.append(f"{', '.join(activated)} activated now (billing applies it within a day)")
+    if failed:
+        parts.append("could not activate " + "; ".join(f"{key}: {message}" for key, message in failed.items()))
+    if unknown:
+        parts.append(f"{', '.join(unknown)} not yet known to billing (listed up to a day after a tagged resource "
+                     f"first costs): deploy again tomorrow, or activate it under Billing > Cost allocation tags")
+    return "; ".join(parts)
+
+
+def alarm_recipients(sns: Any, topic_arn: str) -> str:
+    """Who the alarm topic reaches, as the deploy's summary says it."""
+    subscriptions = [s for page in sns.get_paginator("list_subscriptions_by_topic").paginate(TopicArn=topic_arn)
+                     for s in page["Subscriptions"]]
+    if not subscriptions:
+        return "NOBODY: set DOCPIPE_ALERT_EMAIL for the stage and deploy again"
+    return ", ".join(f"{s['Endpoint']} ({s['Protocol']}"
+                     + (", waiting for its confirmation: follow the link AWS e-mailed" if
+                        s["SubscriptionArn"] == "PendingConfirmation" else "") + ")" for s in subscriptions)
+
+
 def tag_chalice_resources(session: Any, resources: Sequence[Mapping[str, Any]], *, facts: StageFacts,
                           api_stage: str, tags: Mapping[str, str]) -> None:
     """Chalice tags only the functions: tag the roles, the API stage and the schedule's rule for cost allocation."""
@@ -395,7 +545,8 @@ def tag_chalice_resources(session: Any, resources: Sequence[Mapping[str, Any]], 
 
 
 def print_summary(stage: str, api_url: str, outputs: Mapping[str, str], mapping_uuid: str, api_key_id: str,
-                  built: package.Artefacts, secret: str, key_is_set: bool) -> None:
+                  built: package.Artefacts, secret: str, key_is_set: bool,
+                  operations: Mapping[str, str] | None = None) -> None:
     sizes = {name: entry["bytes"] for name, entry in built.manifest["artefacts"].items()}
     print(f"\ndocpipe {stage} is deployed")
     print(f"  API URL:      {api_url}")
@@ -411,6 +562,8 @@ def print_summary(stage: str, api_url: str, outputs: Mapping[str, str], mapping_
         print(f"  LLM key:      in secret {secret} (rotate: make llm-key STAGE={stage})")
     else:
         print(f"  LLM key:      NOT SET. Jobs use the offline provider until you run `make llm-key STAGE={stage}`")
+    for label, line in (operations or {}).items():
+        print(f"  {label + ':':<13} {line}")
 
 
 def _deploy_app(project_dir: Path, facts: StageFacts, s3: Any, lambda_client: Any,
@@ -464,11 +617,54 @@ def deploy(project_dir: Path, stage: str, session: Any) -> None:
 
         rest_api = deployed_resource(deployed["resources"], "rest_api", "rest_api")
         api_stage = chalice_config(config, stage).api_gateway_stage
-        api_key_id = ensure_api_key(session.client("apigateway"), stage, rest_api["rest_api_id"], api_stage,
+        apigateway = session.client("apigateway")
+        name_rest_api(apigateway, rest_api["rest_api_id"], rest_api_name(config["app_name"], stage))
+        capacity = api_capacity(lambda_client, apigateway, config, stage, deployed["resources"], built)
+        api_key_id = ensure_api_key(apigateway, stage, rest_api["rest_api_id"], api_stage,
                                     limits=api_limits(config, stage), tags=tags)
         tag_chalice_resources(session, deployed["resources"], facts=facts, api_stage=api_stage, tags=tags)
+    operations = {
+        "alarms": f"{outputs['AlarmTopicArn'].rsplit(':', 1)[-1]} e-mails "
+                  + alarm_recipients(session.client("sns"), outputs["AlarmTopicArn"]),
+        "dashboard": f"https://{region}.console.aws.amazon.com/cloudwatch/home?region={region}#dashboards/dashboard/"
+                     f"{outputs['DashboardName']}",
+        "budget": budget_line(config, stage, activate_cost_allocation_tags(session.client("ce"), list(tags))),
+        "API capacity": capacity,
+        "worker cap": worker_capacity_line(config, stage),
+    }
     print_summary(stage, facts.api_url, outputs, mapping_uuid, api_key_id, built, secret,
-                  llm_key.has_value(secretsmanager, secret))
+                  llm_key.has_value(secretsmanager, secret), operations)
+
+
+def api_capacity(lambda_client: Any, apigateway: Any, config: Mapping[str, Any], stage: str,
+                 resources: Sequence[Mapping[str, Any]], built: package.Artefacts) -> str:
+    """The API's provisioned concurrency as the stage sets it (scripts/provisioned.py); returns the summary line."""
+    function_arn = deployed_resource(resources, "lambda_function", "api_handler")["lambda_arn"]
+    instances = api_provisioned_concurrency(config, stage)
+    if not instances:
+        return "provisioned concurrency " + provisioned.release_api(lambda_client, function_arn)
+    settings = chalice_config(config, stage)
+    return "provisioned concurrency " + provisioned.provision_api(
+        lambda_client, apigateway, function_arn=function_arn, instances=instances,
+        code_sha256=built.manifest["artefacts"][package.FUNCTION_ZIP]["sha256"],
+        rest_api_id=deployed_resource(resources, "rest_api", "rest_api")["rest_api_id"],
+        api_stage=settings.api_gateway_stage, xray=bool(settings.xray_enabled))
+
+
+def budget_line(config: Mapping[str, Any], stage: str, tags_status: str) -> str:
+    budget = alarm_parameters(config, stage)["MonthlyBudgetUsd"]
+    if budget == "0":
+        return "none (DOCPIPE_MONTHLY_BUDGET_USD is 0)"
+    return (f"docpipe-{stage}-monthly, USD {budget} a month, e-mails at 80 % spent and 100 % forecast; "
+            f"tags: {tags_status}")
+
+
+def worker_capacity_line(config: Mapping[str, Any], stage: str) -> str:
+    reserved = chalice_config(config, stage, WORKER_FUNCTION).reserved_concurrency
+    maximum = _setting(config, stage, "DOCPIPE_WORKER_MAX_CONCURRENCY", DEFAULT_WORKER_MAX_CONCURRENCY, minimum=2)
+    shared = "none reserved (they share the account's pool)"
+    return f"at most {maximum:g} workers at once (the SQS mapping); " + (
+        f"{reserved} reserved for them" if reserved is not None else shared)
 
 
 def explain(exc: Exception) -> str:
@@ -520,7 +716,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         deploy(args.project_dir.resolve(), args.stage, boto3.session.Session())
-    except (DeployError, StageError, artefacts.ArtefactError, deploystate.StateError) as exc:
+    except (DeployError, StageError, artefacts.ArtefactError, deploystate.StateError,
+            provisioned.ProvisioningError) as exc:
         print(f"deploy failed: {exc}", file=sys.stderr)
         return 1
     except (BotoCoreError, ClientError) as exc:

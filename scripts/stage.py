@@ -14,6 +14,7 @@ in the repository is never rewritten) and handed to Chalice's own CLI factory, s
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -64,6 +65,12 @@ def function_names(config: Mapping[str, Any], stage: str) -> list[str]:
 def lambda_name(app_name: str, stage: str, function: str) -> str:
     """The deployed function's name: Chalice calls the REST API's function ``<app>-<stage>``."""
     return f"{app_name}-{stage}" if function == "api_handler" else f"{app_name}-{stage}-{function}"
+
+
+def rest_api_name(app_name: str, stage: str) -> str:
+    """The REST API's name, ``<app>-<stage>``: API Gateway's metrics know an API by its name alone, so two stages in
+    one account must not share one (Chalice would call both ``<app>``)."""
+    return f"{app_name}-{stage}"
 
 
 @dataclass(frozen=True)
@@ -159,17 +166,25 @@ def overlay(config: Mapping[str, Any], facts: StageFacts, policies: Mapping[str,
 class _StageFactory(CLIFactory):
     """Chalice's CLI factory, reading config.json through the deploy's overlay instead of from disk."""
 
-    def __init__(self, project_dir: Path, config: dict[str, Any]) -> None:
+    def __init__(self, project_dir: Path, config: dict[str, Any], api_name: str) -> None:
         # As the chalice CLI does: the stage's variables reach os.environ before app.py is imported.
         super().__init__(project_dir=str(project_dir), environ=os.environ)
         self._config = config
+        self._api_name = api_name
 
     def load_project_config(self) -> dict[str, Any]:
         return json.loads(json.dumps(self._config))
+
+    def load_chalice_app(self, environment_variables: Any = None, validate_feature_flags: bool | None = True) -> Any:
+        """The app, under the stage's API name: Chalice titles the REST API's definition with the app's name, and
+        API Gateway names the API after that title. A copy, so the imported app keeps its own name."""
+        app = copy.copy(super().load_chalice_app(environment_variables, validate_feature_flags))
+        app.app_name = self._api_name
+        return app
 
 
 def stage_factory(project_dir: Path, facts: StageFacts, policy_dir: Path) -> CLIFactory:
     """The factory ``chalice package`` and ``chalice deploy`` would use, for this stage in this account."""
     config = load_config(project_dir)
     policies = write_policies(project_dir, config, facts, policy_dir)
-    return _StageFactory(project_dir, overlay(config, facts, policies))
+    return _StageFactory(project_dir, overlay(config, facts, policies), rest_api_name(facts.app_name, facts.stage))

@@ -334,7 +334,7 @@ def _result(run: JobRun, task: ChunkTask, document: Document, chunks: list[Chunk
 def _emit_metrics(run: JobRun) -> None:
     for stage in ("extract_seconds", "chunk_seconds", "map_seconds", "reduce_seconds"):
         if stage in run.timings:
-            metrics.add_metric(name=stage.replace("_seconds", "Milliseconds").capitalize(), unit="Milliseconds",
+            metrics.add_metric(name=stage.split("_")[0].capitalize() + "Milliseconds", unit="Milliseconds",
                                value=round(run.timings[stage] * 1000))
 
 

@@ -542,3 +542,66 @@ def test_a_redeploy_from_a_fresh_checkout_updates_the_same_api_and_event_sources
         worker = stage.resources("sqs_event")["process_jobs-sqs-event-source"]["event_uuid"]
         mapping = lambda_client.get_event_source_mapping(UUID=worker)
         assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+
+
+def test_the_deploy_left_the_dashboard_and_the_alarm_topic_and_says_who_they_reach(functions, stage, emulator):
+    with emulator.without_iam():
+        dashboard = functions.admin_client("cloudwatch").get_dashboard(DashboardName="docpipe-dev")
+        topics = [t["TopicArn"] for t in functions.admin_client("sns").list_topics()["Topics"]]
+        rest_api_id = stage.resources("rest_api")["rest_api"]["rest_api_id"]
+        api_name = functions.admin_client("apigateway").get_rest_api(restApiId=rest_api_id)["name"]
+        tags = functions.admin_client("ce").list_cost_allocation_tags(TagKeys=["project", "stage"])
+
+    assert '"service","docpipe-dev"' in dashboard["DashboardBody"]
+    assert f"arn:aws:sns:{REGION}:{stage.account}:docpipe-dev-alarms" in topics
+    # API Gateway's metrics, the dashboard and the 5xx alarm know the API by this name.
+    assert api_name == "docpipe-dev"
+    assert {t["TagKey"]: t["Status"] for t in tags["CostAllocationTags"]} == {"project": "Active", "stage": "Active"}
+    summary = stage.deploy_output
+    # The dev stage names no address: the deploy says so rather than leaving the alarms unheard.
+    assert "alarms:       docpipe-dev-alarms e-mails NOBODY: set DOCPIPE_ALERT_EMAIL" in summary
+    assert "#dashboards/dashboard/docpipe-dev" in summary
+    assert "budget:       docpipe-dev-monthly, USD 50 a month" in summary
+    assert "API capacity: provisioned concurrency off" in summary
+
+
+def test_with_provisioned_concurrency_every_route_invokes_the_checked_code_on_its_provisioned_alias(
+        stage, functions, emulator, admin, workdir):
+    with emulator.without_iam():
+        lambda_client, apigateway = client(emulator, "lambda", admin), client(emulator, "apigateway", admin)
+        rest_api_id = stage.resources("rest_api")["rest_api"]["rest_api_id"]
+
+        def uris() -> set[str]:
+            return {apigateway.get_integration(restApiId=rest_api_id, resourceId=resource["id"],
+                                               httpMethod=method)["uri"]
+                    for resource in apigateway.get_resources(restApiId=rest_api_id)["items"]
+                    for method in resource.get("resourceMethods", {})}
+
+        checkout = clean_checkout(workdir / "provisioned-checkout")
+        config_file = checkout / ".chalice" / "config.json"
+        config = json.loads(config_file.read_text())
+        config["stages"][STAGE]["environment_variables"]["DOCPIPE_API_PROVISIONED_CONCURRENCY"] = "2"
+        config_file.write_text(json.dumps(config, indent=2))
+
+        provisioned = run_make_step(checkout, "deploy", stage.env, "--stage", STAGE)
+
+        assert provisioned.returncode == 0, provisioned.stdout[-3000:] + provisioned.stderr[-3000:]
+        assert "API capacity: provisioned concurrency 2 provisioned on alias live" in provisioned.stdout
+        alias = lambda_client.get_alias(FunctionName="docpipe-dev", Name="live")
+        version = lambda_client.get_function_configuration(FunctionName="docpipe-dev",
+                                                           Qualifier=alias["FunctionVersion"])
+        manifest = json.loads((checkout / "build" / STAGE / "manifest.json").read_text())
+        assert version["CodeSha256"] == manifest["artefacts"]["deployment.zip"]["sha256"]
+        config = lambda_client.get_provisioned_concurrency_config(FunctionName="docpipe-dev", Qualifier="live")
+        assert (config["RequestedProvisionedConcurrentExecutions"], config["Status"]) == (2, "READY")
+        assert len(uris()) == 1 and uris().pop().endswith(":function:docpipe-dev:live/invocations")
+
+        # The stage's own setting (0) again: Chalice puts the routes back on the function, the deploy releases.
+        released = run_make_step(stage.checkout, "deploy", stage.env, "--stage", STAGE)
+
+        assert released.returncode == 0, released.stdout[-3000:] + released.stderr[-3000:]
+        assert "instances provisioned on alias live were released" in released.stdout
+        assert len(uris()) == 1 and uris().pop().endswith(":function:docpipe-dev/invocations")
+        with pytest.raises(lambda_client.exceptions.ProvisionedConcurrencyConfigNotFoundException):
+            lambda_client.get_provisioned_concurrency_config(FunctionName="docpipe-dev", Qualifier="live")
+

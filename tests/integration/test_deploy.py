@@ -486,3 +486,88 @@ def test_missing_credentials_end_the_deploy_with_a_message_not_a_traceback(monke
 ])
 def test_aws_errors_are_explained(error, says):
     assert says in deploy.explain(error)
+
+
+# --- capacity, names and who is told ------------------------------------------------------------------------------
+
+def test_prod_reserves_the_workers_concurrency_and_provisions_the_api_and_dev_does_neither():
+    config = repo_config()
+    deploy.check_capacity(config, "prod")
+    maximum = int(deploy.chalice_config(config, "prod").environment_variables.get(
+        "DOCPIPE_WORKER_MAX_CONCURRENCY", deploy.DEFAULT_WORKER_MAX_CONCURRENCY))
+    assert deploy.chalice_config(config, "prod", "process_jobs").reserved_concurrency >= maximum
+    assert deploy.api_provisioned_concurrency(config, "prod") >= 1
+    assert deploy.chalice_config(config, "dev", "process_jobs").reserved_concurrency is None
+    assert deploy.api_provisioned_concurrency(config, "dev") == 0
+
+
+def test_a_worker_reserving_less_than_its_mapping_may_run_at_once_is_refused():
+    config = repo_config()
+    config["stages"]["prod"]["lambda_functions"]["process_jobs"]["reserved_concurrency"] = 4
+    config["stages"]["prod"]["environment_variables"]["DOCPIPE_WORKER_MAX_CONCURRENCY"] = "5"
+
+    with pytest.raises(deploy.DeployError, match=r"reserves 4 .* may run 5") as raised:
+        deploy.check_stage(config, "prod")
+    assert "reserved_concurrency" in str(raised.value)
+
+
+@pytest.mark.parametrize("value", ["1.5", "-1", "many"])
+def test_provisioned_concurrency_must_be_a_whole_number_of_instances(value):
+    config = repo_config()
+    config["stages"]["prod"]["environment_variables"]["DOCPIPE_API_PROVISIONED_CONCURRENCY"] = value
+    with pytest.raises(deploy.DeployError, match="DOCPIPE_API_PROVISIONED_CONCURRENCY"):
+        deploy.check_stage(config, "prod")
+
+
+def test_the_rest_api_takes_the_stages_name_which_its_metrics_and_alarms_use(aws):
+    apigateway = aws("apigateway")
+    api_id = apigateway.create_rest_api(name="docpipe")["id"]  # as Chalice named it before
+
+    deploy.name_rest_api(apigateway, api_id, deploy.rest_api_name("docpipe", "prod"))
+    deploy.name_rest_api(apigateway, api_id, deploy.rest_api_name("docpipe", "prod"))
+
+    assert apigateway.get_rest_api(restApiId=api_id)["name"] == "docpipe-prod"
+
+
+class CostExplorer:
+    """Cost Explorer's answers about cost-allocation tags, and the activations asked of it."""
+
+    def __init__(self, status: dict[str, str], error: str | None = None) -> None:
+        self.status, self.error, self.activated = status, error, []
+
+    def list_cost_allocation_tags(self, TagKeys: list[str], **kwargs: Any) -> dict[str, Any]:
+        if self.error:
+            raise ClientError({"Error": {"Code": self.error, "Message": "no"}}, "ListCostAllocationTags")
+        return {"CostAllocationTags": [{"TagKey": k, "Type": "UserDefined", "Status": self.status[k]}
+                                       for k in TagKeys if k in self.status]}
+
+    def update_cost_allocation_tags_status(self, CostAllocationTagsStatus: list[dict[str, str]]) -> dict[str, Any]:
+        self.activated += [entry["TagKey"] for entry in CostAllocationTagsStatus]
+        return {"Errors": []}
+
+
+def test_the_stacks_tags_are_made_active_cost_allocation_tags_so_the_budget_counts_them():
+    ce = CostExplorer({"project": "Active", "stage": "Inactive"})
+
+    said = deploy.activate_cost_allocation_tags(ce, ["project", "stage"])
+
+    assert ce.activated == ["stage"]
+    assert "project active" in said and "stage activated now" in said
+
+
+def test_tags_billing_has_not_seen_yet_or_may_not_be_activated_here_are_reported_not_fatal():
+    unseen = deploy.activate_cost_allocation_tags(CostExplorer({"project": "Active"}), ["project", "stage"])
+    refused = deploy.activate_cost_allocation_tags(CostExplorer({}, error="AccessDeniedException"), ["project"])
+
+    assert "stage not yet known to billing" in unseen and "deploy again" in unseen
+    assert refused.startswith("not checked (AccessDeniedException)") and "Cost allocation tags" in refused
+
+
+def test_the_summary_says_who_the_alarms_reach_and_warns_when_nobody(aws):
+    sns = aws("sns")
+    topic = sns.create_topic(Name="docpipe-prod-alarms")["TopicArn"]
+    assert deploy.alarm_recipients(sns, topic).startswith("NOBODY")
+
+    sns.subscribe(TopicArn=topic, Protocol="email", Endpoint="oncall@example.com")
+
+    assert deploy.alarm_recipients(sns, topic).startswith("oncall@example.com (email")

@@ -128,3 +128,52 @@ def test_the_pinged_route_is_the_apis_real_health_route(client):
 
     assert response.status_code == 200
     assert response.json_body["status"] == "ok"
+
+
+def test_the_schedule_sends_as_many_pings_as_instances_to_warm_and_sends_them_together(client, monkeypatch):
+    from tests.events import scheduled_event
+
+    instances = 4
+    # The stand-in API answers only once all the pings are in: pings sent one after another would never all arrive
+    # within its wait, and the first would be answered 503.
+    arrived = threading.Barrier(instances)
+    received: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            received.append(self.path)
+            try:
+                arrived.wait(timeout=3)
+                status = 200
+            except threading.BrokenBarrierError:
+                status = 503
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("DOCPIPE_KEEP_WARM_INSTANCES", str(instances))
+        use_api_url(monkeypatch, f"http://127.0.0.1:{server.server_address[1]}")
+
+        event = scheduled_event("arn:aws:events:us-east-1:123456789012:rule/docpipe-keep-warm", "123456789012")
+        payload = client.lambda_.invoke("keep_warm", event).payload
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    assert received == ["/health"] * instances
+    assert payload["pinged"] is True and payload["pings"] == instances
+    assert payload["statuses"] == {"200": instances} and payload["status"] == 200
+
+
+@pytest.mark.parametrize("value", ["0", "two"])
+def test_a_number_of_instances_to_warm_below_one_or_not_a_number_is_refused(value):
+    from chalicelib.config import ConfigError, load_settings
+
+    with pytest.raises(ConfigError, match="DOCPIPE_KEEP_WARM_INSTANCES"):
+        load_settings({"DOCPIPE_KEEP_WARM_INSTANCES": value})

@@ -8,6 +8,12 @@ differs from plain moto 5.2.5 where moto differs from AWS in a way the deploy or
   them capitalised, and moto asserts lower case);
 * API Gateway imports a Swagger 2.0 definition (``chalice deploy`` sends one; moto knows only OpenAPI 3);
 * Lambda answers ``GetLayerVersionByArn`` (a redeploy asks it; moto implements only ``GetLayerVersion``);
+* Lambda keeps provisioned concurrency configurations (``Put``/``Get``/``DeleteProvisionedConcurrencyConfig``, READY
+  at once), API Gateway applies ``UpdateIntegration``'s ``replace /uri``, and Cost Explorer lists and activates
+  cost-allocation tags (every tag key the deploy asks about is known, inactive until activated): the deploy's
+  provisioned-concurrency and cost-allocation steps call them, and moto implements none of them;
+* Lambda never reuses the number of a deleted version (moto numbers a new one after the count of those left, and so
+  overwrites the newest once the deploy has deleted old ones);
 * IAM enforcement (switched on with ``POST /moto-api/reset-auth`` ``0``) checks the *resource* of DynamoDB and
   Secrets Manager calls too, where moto checks only the action, and of SQS ``GetQueueUrl`` (moto knows the queue
   only from a queue URL), and matches ``*`` and ``?`` in policy resources the way IAM does (moto turns the pattern
@@ -19,11 +25,13 @@ differs from plain moto 5.2.5 where moto differs from AWS in a way the deploy or
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import re
 import signal
 import sys
 import threading
+import time
 from typing import Any
 
 _FILTER_NAME = re.compile(r"<Name>(Prefix|Suffix)</Name>")
@@ -72,6 +80,114 @@ def _patch_layer_by_arn() -> None:
         return json.dumps(self.backend.get_layer_version(name, version).get_layer_version())
 
     LambdaResponse.get_layer_version_by_arn = get_layer_version_by_arn
+
+
+def _patch_provisioned_concurrency() -> None:
+    from moto.awslambda import urls
+    from moto.awslambda.responses import LambdaResponse
+
+    urls.url_paths[r"{0}/(?P<api_version>[^/]+)/functions/(?P<function_name>[\w_:%-]+)/provisioned-concurrency/?$"] = (
+        LambdaResponse.dispatch)
+    configs: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+    lock = threading.Lock()
+
+    def key(self: Any) -> tuple[str, str, str, str]:
+        function = self.path.rstrip("/").split("/")[-2]
+        # The function must exist, by name or ARN, as on AWS (moto raises its own 404 otherwise).
+        name = self.backend.get_function(function).function_name
+        return self.current_account, self.region, name, self._get_param("Qualifier")
+
+    def not_found(qualifier: str) -> tuple[int, dict[str, str], str]:
+        error = "ProvisionedConcurrencyConfigNotFoundException"
+        # moto takes a response's status from its "status" header.
+        return 404, {"status": "404", "x-amzn-errortype": error}, json.dumps(
+            {"Type": "User", "message": f"No Provisioned Concurrency Config found for this function ({qualifier})"})
+
+    def put_config(self: Any) -> tuple[int, dict[str, str], str]:
+        wanted = json.loads(self.body)["ProvisionedConcurrentExecutions"]
+        config = {"RequestedProvisionedConcurrentExecutions": wanted, "Status": "READY",
+                  "AvailableProvisionedConcurrentExecutions": wanted,
+                  "AllocatedProvisionedConcurrentExecutions": wanted,
+                  "LastModified": time.strftime("%Y-%m-%dT%H:%M:%S+0000", time.gmtime())}
+        with lock:
+            configs[key(self)] = config
+        return 202, {"status": "202"}, json.dumps(config)
+
+    def get_config(self: Any) -> tuple[int, dict[str, str], str]:
+        with lock:
+            config = configs.get(key(self))
+        return (200, {"status": "200"}, json.dumps(config)) if config else not_found(self._get_param("Qualifier"))
+
+    def delete_config(self: Any) -> tuple[int, dict[str, str], str]:
+        with lock:
+            config = configs.pop(key(self), None)
+        return (204, {"status": "204"}, "") if config else not_found(self._get_param("Qualifier"))
+
+    LambdaResponse.put_provisioned_concurrency_config = put_config
+    LambdaResponse.get_provisioned_concurrency_config = get_config
+    LambdaResponse.delete_provisioned_concurrency_config = delete_config
+
+
+def _patch_version_numbers() -> None:
+    """moto numbers a new version len(versions) + 1, so after a deletion it overwrites the newest; AWS never reuses a
+    version number. moto's PublishVersion, numbering from the highest version ever published."""
+    from moto.awslambda.models import LambdaStorage
+
+    def publish_version(self: Any, name_or_arn: str, description: str = "") -> Any:
+        function = self.get_function_by_name_or_arn_forbid_qualifier(name_or_arn)
+        name = function.function_name
+        if name not in self._functions or not self._functions[name]["latest"]:
+            return None
+        versions = self._functions[name]["versions"]
+        if versions and not function.code_or_config_updated:
+            return versions[-1]  # nothing changed since the last version: Lambda publishes none
+        function.code_or_config_updated = False
+        highest = self.__dict__.setdefault("_highest_version", {})
+        highest[name] = max([highest.get(name, 0)] + [int(v.version) for v in versions]) + 1
+        published = copy.copy(self._functions[name]["latest"])
+        published.set_version(highest[name])
+        if description:
+            published.description = description
+        versions.append(published)
+        self._arns[published.function_arn] = published
+        return published
+
+    LambdaStorage.publish_version = publish_version
+
+
+def _patch_update_integration() -> None:
+    from moto.apigateway.responses import APIGatewayResponse
+
+    def update_integration(self: Any) -> str:
+        _, _, api_id, _, resource_id, _, method = self.path.split("/")[:7]
+        integration = self.backend.get_integration(api_id, resource_id, method)
+        for operation in json.loads(self.body).get("patchOperations", []):
+            if (operation["op"], operation["path"]) != ("replace", "/uri"):
+                raise NotImplementedError(f"UpdateIntegration {operation['op']} {operation['path']}")
+            integration.uri = operation["value"]
+        return json.dumps(integration.to_json())
+
+    APIGatewayResponse.update_integration = update_integration
+
+
+def _patch_cost_allocation_tags() -> None:
+    from moto.ce.responses import CostExplorerResponse
+
+    active: set[tuple[str, str]] = set()
+
+    def list_tags(self: Any) -> str:
+        keys = json.loads(self.body).get("TagKeys", [])
+        return json.dumps({"CostAllocationTags": [
+            {"TagKey": k, "Type": "UserDefined",
+             "Status": "Active" if (self.current_account, k) in active else "Inactive"} for k in keys]})
+
+    def update_tags(self: Any) -> str:
+        for entry in json.loads(self.body)["CostAllocationTagsStatus"]:
+            (active.add if entry["Status"] == "Active" else active.discard)((self.current_account, entry["TagKey"]))
+        return json.dumps({"Errors": []})
+
+    CostExplorerResponse.list_cost_allocation_tags = list_tags
+    CostExplorerResponse.update_cost_allocation_tags_status = update_tags
 
 
 def _iam_glob(pattern: str, value: str) -> re.Match[str] | None:
@@ -130,6 +246,10 @@ def main(argv: list[str] | None = None) -> int:
     _patch_s3_filter_names()
     _patch_swagger_import()
     _patch_layer_by_arn()
+    _patch_provisioned_concurrency()
+    _patch_version_numbers()
+    _patch_update_integration()
+    _patch_cost_allocation_tags()
     _patch_iam(args.denials)
     from moto.server import ThreadedMotoServer
 
