@@ -4,14 +4,12 @@ Read top to bottom, this file is the list of ways into docpipe: the REST routes,
 dead-letter backstop, the S3 upload trigger and the keep-warm schedule.
 """
 
-import functools
-
 from chalice import Chalice, ConvertToMiddleware, Rate
 
 from chalicelib.bootstrap import get_services
 from chalicelib.config import get_settings
 from chalicelib.entry import api
-from chalicelib.observability import logger, metrics
+from chalicelib.observability import invocation_logs, metrics, traced
 
 # What the decorators need, from the stage's variables: Chalice sets them before it imports this file for a deploy,
 # Lambda before it imports it to run a function. An unusable value stops the import (and so the deploy) here.
@@ -19,7 +17,7 @@ settings = get_settings()
 
 app = Chalice(app_name="docpipe")
 app.api.binary_types.append("application/pdf")
-app.register_middleware(ConvertToMiddleware(functools.partial(logger.inject_lambda_context, clear_state=True)))
+app.register_middleware(invocation_logs)
 app.register_middleware(ConvertToMiddleware(metrics.log_metrics), "sqs")
 
 # Every route accepts any Content-Type: POST /jobs takes JSON, PDF and text (Chalice refuses a list that mixes
@@ -67,6 +65,7 @@ def retry_job(job_id):
 # Back-pressure: how many messages one worker takes at once, and how many workers may run.
 @app.on_sqs_message(queue=settings.jobs_queue, batch_size=settings.worker_batch_size,
                     maximum_batching_window_in_seconds=1, maximum_concurrency=settings.worker_max_concurrency)
+@traced
 def process_jobs(event):
     from chalicelib.entry.worker import handle_job_batch
 
@@ -74,6 +73,7 @@ def process_jobs(event):
 
 
 @app.on_sqs_message(queue=settings.dead_letter_queue, batch_size=10)
+@traced
 def fail_dead_letters(event):
     from chalicelib.entry.deadletters import handle_dead_letters
 
@@ -81,6 +81,7 @@ def fail_dead_letters(event):
 
 
 @app.on_s3_event(bucket=settings.bucket, prefix="incoming/", events=["s3:ObjectCreated:*"])
+@traced
 def start_job_from_upload(event):
     from chalicelib.entry.uploads import handle_upload
 

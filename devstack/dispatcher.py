@@ -20,6 +20,8 @@ from typing import Any
 from chalice.app import Rate, S3EventConfig, ScheduledEventConfig, SQSEventConfig
 from chalice.local import LambdaContext
 
+from chalicelib.observability import function_segment
+
 log = logging.getLogger("devstack.dispatcher")
 
 ASYNC_ATTEMPTS = 3  # Lambda's asynchronous invocation: the first try and two retries
@@ -87,7 +89,9 @@ class Dispatcher:
     def _invoke(self, name: str, event: dict) -> Any:
         settings = self._settings.get(name, {})
         context = _context(name, int(settings.get("lambda_timeout", 60)), int(settings.get("lambda_memory_size", 128)))
-        return self._handlers[name](event, context)
+        # Lambda's part in tracing: a trace and the function's segment per invocation (when tracing locally).
+        with function_segment(name):
+            return self._handlers[name](event, context)
 
     def _poll_queue(self, source: SQSEventConfig) -> None:
         url = self._sqs.get_queue_url(QueueName=source.queue)["QueueUrl"]

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from chalicelib.bootstrap import Services
 from chalicelib.errors import CircuitOpen, TransientError
 from chalicelib.jobs import Attempt, BatchHeartbeat, Delivery, Heartbeat, Message
-from chalicelib.observability import logger, metrics
+from chalicelib.observability import job_context, logger, metrics
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
@@ -44,7 +44,6 @@ def handle_job_batch(event: dict[str, Any], context: Any, services: Services) ->
 
 
 def handle_job_record(record: Any, context: Any, services: Services) -> None:
-    logger.remove_keys(["job_id"])
     delivery = Delivery.of(record)
     if delivery.job_id is None:
         # Not a docpipe job: no retry can fix it, so it is logged and dropped instead of cycling into the DLQ.
@@ -52,7 +51,11 @@ def handle_job_record(record: Any, context: Any, services: Services) -> None:
                      extra={"message_id": record.message_id, "body": record.body[:500]})
         metrics.add_metric(name="RejectedMessages", unit="Count", value=1)
         return
-    logger.append_keys(job_id=delivery.job_id)
+    with job_context(delivery.job_id):
+        _handle_delivery(delivery.job_id, delivery, context, services)
+
+
+def _handle_delivery(job_id: str, delivery: Delivery, context: Any, services: Services) -> None:
     lifecycle = services.lifecycle
     deadline = time.monotonic() + context.get_remaining_time_in_millis() / 1000 if context else None
     attempt: Attempt | None = None
@@ -61,7 +64,7 @@ def handle_job_record(record: Any, context: Any, services: Services) -> None:
             # The stage's LLM key, from its secret on AWS (cached across invocations; a rotated key arrives within
             # DOCPIPE_LLM_SECRET_MAX_AGE_SECONDS).
             services.llm.refresh()
-            attempt = lifecycle.claim(delivery.job_id, lease_seconds=heartbeat.hold)
+            attempt = lifecycle.claim(job_id, lease_seconds=heartbeat.hold)
             if attempt is not None:
                 heartbeat.track(attempt)
                 from chalicelib.pipeline import run_job

@@ -216,20 +216,23 @@ class Lifecycle:
         metrics.add_metric(name="JobsDeferred", unit="Count", value=1)
         return Message.DONE
 
-    def fail_dead_letter(self, job_id: str) -> None:
-        """A message reached the DLQ (its worker died on every delivery): its job ends FAILED with the last reason."""
+    def fail_dead_letter(self, job_id: str) -> bool:
+        """A message reached the DLQ (its worker died on every delivery): its job ends FAILED with the last reason.
+        True when this call failed it."""
         job = self.store.get(job_id)
         if job is None or job.finished:
-            return
+            return False
         if job.status == RUNNING and job.lease_until > self._clock():
             # A duplicate's copy ran out of deliveries while a live worker holds the job: that worker finishes it.
             logger.info("dead letter for a job a live worker holds; left to it", extra={"job_id": job_id})
-            return
+            return False
         error = job.last_error or {"code": "delivery_exhausted",
                                    "message": "every delivery of this job ended without a result (the worker "
                                               "crashed or timed out)"}
-        if self.store.mark_failed(job_id, error):
-            logger.error("job failed from the dead-letter queue", extra={"job_id": job_id, "error": error})
+        if not self.store.mark_failed(job_id, error):
+            return False
+        logger.error("job failed from the dead-letter queue", extra={"job_id": job_id, "error": error})
+        return True
 
     def _keep_spend(self, attempt: Attempt | None) -> None:
         """An attempt that ends without an outcome keeps what it paid for on the job's row."""

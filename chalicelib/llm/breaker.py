@@ -15,13 +15,14 @@ deliveries (``jobs.lifecycle``).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import cache
 from typing import Any
 
 from chalicelib.errors import CircuitOpen
 from chalicelib.llm.chat import EndpointBusy
-from chalicelib.observability import logger
+from chalicelib.observability import logger, metrics
 
 CIRCUIT_NAME = "docpipe-llm"
 # How long a worker trusts its last read of the shared state. Each re-read makes every call in flight read DynamoDB
@@ -38,6 +39,7 @@ def _guard(dynamodb: Any, table_name: str, failure_threshold: int, recovery_seco
     def on_transition(transition: Any) -> None:
         logger.warning("LLM circuit changed state", extra={"from": str(transition.from_state),
                                                           "to": str(transition.to_state)})
+        _circuit_seen(transition.to_state)
 
     persistence = CircuitBreakerDynamoDBPersistence(table_name=table_name, boto3_client=dynamodb)
     # One probe success closes the circuit: a recovered provider should drain the backlog at once.
@@ -68,7 +70,9 @@ class GuardedChat:
 
     async def prime(self) -> None:
         """Read the circuit's state now (it is cached for a few seconds), so the first calls need not wait for it."""
-        await asyncio.get_running_loop().run_in_executor(self._threads, self._persistence.get_state, CIRCUIT_NAME)
+        record = await asyncio.get_running_loop().run_in_executor(self._threads, self._persistence.get_state,
+                                                                  CIRCUIT_NAME)
+        _circuit_seen(record.state)
 
     async def complete(self, messages: list[dict[str, str]], **options: Any) -> Any:
         from aws_lambda_powertools.utilities.circuit_breaker import CircuitBreakerOpenError
@@ -77,6 +81,7 @@ class GuardedChat:
             return await self._call(messages, options)
         except CircuitBreakerOpenError:
             if self._in_flight == 0:
+                _circuit_seen(None)
                 raise CircuitOpen() from None
         # A call of this job may be the breaker's one probe: failing now would cancel it with the job, and the
         # circuit would never learn that the provider is back. Wait for this job's calls, then ask once more.
@@ -84,6 +89,7 @@ class GuardedChat:
         try:
             return await self._call(messages, options)
         except CircuitBreakerOpenError:
+            _circuit_seen(None)
             raise CircuitOpen() from None
 
     async def _call(self, messages: list[dict[str, str]], options: dict[str, Any]) -> Any:
@@ -117,7 +123,8 @@ class GuardedChat:
             loop.call_soon_threadsafe(_settle, allowed)
             return outcome.result()  # the call's answer, or its error re-raised for the breaker to count
 
-        guarded = loop.run_in_executor(self._threads, self._guarded, call)
+        # With the job's context, so what the breaker logs on its thread carries the job's id.
+        guarded = loop.run_in_executor(self._threads, contextvars.copy_context().run, self._guarded, call)
         try:
             await asyncio.wait({allowed, guarded}, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
@@ -147,6 +154,13 @@ class GuardedChat:
     async def close(self) -> None:
         self._threads.shutdown(wait=False)
         await self._chat.close()
+
+
+def _circuit_seen(state: Any) -> None:
+    """The LLMCircuitOpen gauge (infra/METRICS.md): 0 for a closed circuit, 1 otherwise (None: a refused call)."""
+    from aws_lambda_powertools.utilities.circuit_breaker import CircuitState
+
+    metrics.add_metric(name="LLMCircuitOpen", unit="Count", value=0 if state == CircuitState.CLOSED else 1)
 
 
 def _settle(allowed: asyncio.Future[None]) -> None:

@@ -32,6 +32,7 @@ from typing import Any
 
 from chalicelib.errors import JobFailure, TransientError
 from chalicelib.llm.ratelimit import OutOfTime, Throttle
+from chalicelib.observability import record_llm_call
 
 _KEY_PATTERN = re.compile(r"(sk-[A-Za-z0-9_\-]{4})[A-Za-z0-9_\-*]+")
 _CONTEXT_MESSAGE = re.compile(r"maximum context length|context[ _]length|context window|prompt is too long", re.I)
@@ -129,7 +130,7 @@ class ChatModel:
         while True:
             await self._throttle.acquire(tokens=tokens,
                                          deadline=None if deadline is None else deadline - MIN_ATTEMPT_SECONDS)
-            started = self._clock()
+            started, wall = self._clock(), time.time()
             try:
                 # The SDK's own POST with a ready body: ``chat.completions.create`` would re-walk every message
                 # against its typed signature first, about 1.3 ms of CPU a call, paid C times per wave of calls.
@@ -140,7 +141,12 @@ class ChatModel:
             else:
                 error = _unreadable(response)
             if error is None:
-                return _completion(response, latency=self._clock() - started, retries=retries)
+                completion = _completion(response, latency=self._clock() - started, retries=retries)
+                record_llm_call(model=self.model, attempt=retries + 1, outcome="ok", started=wall,
+                                prompt_tokens=completion.prompt_tokens,
+                                completion_tokens=completion.completion_tokens)
+                return completion
+            record_llm_call(model=self.model, attempt=retries + 1, outcome=type(error).__name__, started=wall)
             # Raised outside the except block so the SDK's exception, which holds the request and its
             # Authorization header, is not chained to ours.
             if isinstance(error, JobFailure) or retries >= self._max_retries:
