@@ -62,6 +62,21 @@ def retry_job(job_id):
     return api.guarded(lambda: api.retry_job(request, job_id, get_services()))
 
 
+# The operator's live page: every client's jobs, so only where DOCPIPE_DASHBOARD is on (the local stage).
+if settings.dashboard:
+    @app.route("/dashboard", methods=["GET"], content_types=ANY_BODY)
+    def dashboard():
+        from chalicelib.entry import dashboard as page
+
+        return page.page()
+
+    @app.route("/dashboard/data", methods=["GET"], content_types=ANY_BODY, api_key_required=settings.require_api_key)
+    def dashboard_data():
+        from chalicelib.entry import dashboard as page
+
+        return page.snapshot(get_services())
+
+
 # Back-pressure: how many messages one worker takes at once, and how many workers may run.
 @app.on_sqs_message(queue=settings.jobs_queue, batch_size=settings.worker_batch_size,
                     maximum_batching_window_in_seconds=1, maximum_concurrency=settings.worker_max_concurrency)

@@ -99,6 +99,8 @@ class Settings:
     # The Lambda function running this code (set by Lambda; Powertools' own default elsewhere): it scopes records.
     function_name: str = "test-func"
     keep_warm_instances: int = 1
+    # Read at deploy: GET /dashboard shows every client's jobs, so it exists only where an operator turns it on.
+    dashboard: bool = False
 
     @property
     def uses_openai(self) -> bool:
@@ -264,6 +266,7 @@ def load_settings(env: Mapping[str, str] = os.environ) -> Settings:
         worker_max_concurrency=_int(env, "DOCPIPE_WORKER_MAX_CONCURRENCY", 10, minimum=2, maximum=1_000),
         function_name=env.get("AWS_LAMBDA_FUNCTION_NAME") or "test-func",
         keep_warm_instances=_int(env, "DOCPIPE_KEEP_WARM_INSTANCES", 1, minimum=1),
+        dashboard=_flag(env, "DOCPIPE_DASHBOARD", False),
     )
 
 

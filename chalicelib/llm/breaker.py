@@ -156,6 +156,14 @@ class GuardedChat:
         await self._chat.close()
 
 
+def circuit_state(dynamodb: Any, table_name: str) -> str:
+    """The shared circuit's state as stored (``CLOSED``, ``OPEN`` or ``HALF_OPEN``), for the operator's dashboard."""
+    from aws_lambda_powertools.utilities.circuit_breaker.persistence import CircuitBreakerDynamoDBPersistence
+
+    record = CircuitBreakerDynamoDBPersistence(table_name=table_name, boto3_client=dynamodb).get_state(CIRCUIT_NAME)
+    return str(getattr(record.state, "value", record.state))
+
+
 def _circuit_seen(state: Any) -> None:
     """The LLMCircuitOpen gauge (infra/METRICS.md): 0 for a closed circuit, 1 otherwise (None: a refused call)."""
     from aws_lambda_powertools.utilities.circuit_breaker import CircuitState

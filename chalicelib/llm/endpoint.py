@@ -18,7 +18,7 @@ from typing import Any
 
 from chalicelib.config import ConfigError, Settings, with_llm_secret
 from chalicelib.errors import TransientError
-from chalicelib.llm.breaker import GuardedChat
+from chalicelib.llm.breaker import GuardedChat, circuit_state
 from chalicelib.llm.ratelimit import Throttle
 from chalicelib.observability import logger
 
@@ -88,3 +88,7 @@ class LLMEndpoint:
             self._throttles[model] = Throttle(requests_per_minute=self.settings.llm_requests_per_minute,
                                               tokens_per_minute=self.settings.llm_tokens_per_minute)
         return self._throttles[model]
+
+    def circuit(self) -> str:
+        """The shared LLM circuit's state, as every worker reads it (for the operator's dashboard)."""
+        return circuit_state(self._dynamodb, self.settings.idempotency_table)
