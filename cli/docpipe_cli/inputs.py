@@ -74,7 +74,7 @@ def build_task(kind: str | None, *, schema: str | None = None, labels: str | Non
     belongs = {"--schema": "extract", "--labels": "classify", "--map": "prompt", "--reduce": "prompt"}
     stray = [option for option, value in given.items() if value is not None and belongs[option] != kind]
     if stray:
-        raise UsageError(f"{', '.join(stray)} do(es) not apply to --task {kind}")
+        raise UsageError(f"{', '.join(stray)}: not an option of --task {kind}")
     task: dict[str, Any] = {"type": kind}
     if kind == "extract":
         if schema is None:
