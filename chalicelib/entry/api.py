@@ -162,6 +162,8 @@ def _upload_request(request: Any) -> dict[str, str]:
     filename, content_type = payload.get("filename"), payload.get("content_type")
     if filename is not None and (not isinstance(filename, str) or len(filename) > 255):
         raise RequestError("invalid_request", "filename must be a string of at most 255 characters")
+    if content_type is not None and not isinstance(content_type, str):
+        raise RequestError("invalid_request", "content_type must be a string")
     if content_type is not None and content_type not in UPLOAD_TYPES:
         raise RequestError("unsupported_type", f"content_type must be one of {', '.join(UPLOAD_TYPES)}", status=415)
     return {k: v for k, v in (("filename", filename), ("content_type", content_type)) if v}
