@@ -111,9 +111,10 @@ def list_jobs(request: Any, services: Services) -> Response:
     if unknown:
         raise RequestError("invalid_request", f"unknown query parameter(s): {', '.join(sorted(unknown))[:200]}; "
                                               "GET /jobs takes status, limit and cursor")
-    status = query.get("status", "").upper() or None
-    if status is not None and status not in _STATUSES:
-        raise RequestError("invalid_request", f"status must be one of {', '.join(_STATUSES)}")
+    raw_status = query.get("status")
+    status = None if raw_status is None else raw_status.upper()
+    if raw_status is not None and (status not in _STATUSES or raw_status not in (status, status.lower())):
+        raise RequestError("invalid_request", f"status must be one of {', '.join(_STATUSES)} (or in lower case)")
     limit = _limit(query.get("limit"))
     after = decode_cursor(query["cursor"], client, status) if "cursor" in query else None
     jobs, position = services.jobs.list_for_client(client, status=status, limit=limit, after=after)

@@ -109,6 +109,7 @@ def test_a_cursor_never_reaches_another_clients_jobs(client, two_clients):
 
 @pytest.mark.parametrize("query, code", [("?limit=0", "invalid_request"), ("?limit=101", "invalid_request"),
                                          ("?limit=ten", "invalid_request"), ("?status=DONE", "invalid_request"),
+                                         ("?status=", "invalid_request"), ("?status=Failed", "invalid_request"),
                                          ("?page=2", "invalid_request"), ("?cursor=not-a-cursor", "invalid_cursor")])
 def test_a_bad_listing_request_is_a_400_with_its_code(client, two_clients, query, code):
     status, body = listing(client, ALICE_KEY, query)
