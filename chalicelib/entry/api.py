@@ -160,12 +160,12 @@ def _upload_request(request: Any) -> dict[str, str]:
         raise RequestError("invalid_characters", problem)
     if not isinstance(payload, dict) or set(payload) - {"filename", "content_type"}:
         raise RequestError("invalid_request", 'the body is {"filename": …, "content_type": …}, both optional')
-    filename, content_type = payload.get("filename"), payload.get("content_type")
-    if filename is not None and (not isinstance(filename, str) or len(filename) > 255):
+    filename, content_type = payload.get("filename", ""), payload.get("content_type", "application/pdf")
+    if not isinstance(filename, str) or len(filename) > 255:
         raise RequestError("invalid_request", "filename must be a string of at most 255 characters")
-    if content_type is not None and not isinstance(content_type, str):
+    if not isinstance(content_type, str):
         raise RequestError("invalid_request", "content_type must be a string")
-    if content_type is not None and content_type not in UPLOAD_TYPES:
+    if content_type not in UPLOAD_TYPES:
         raise RequestError("unsupported_type", f"content_type must be one of {', '.join(UPLOAD_TYPES)}", status=415)
     return {k: v for k, v in (("filename", filename), ("content_type", content_type)) if v}
 

@@ -186,6 +186,7 @@ def test_a_document_over_the_limit_that_reached_the_bucket_is_refused_at_submit(
     ({"content_type": "image/png"}, 415, "unsupported_type"),
     ({"filename": 7}, 400, "invalid_request"),
     ({"content_type": {}}, 400, "invalid_request"),  # found by the fuzzer: once a 500
+    ({"content_type": None}, 400, "invalid_request"), ({"filename": None}, 400, "invalid_request"),
     ({"name": "x.pdf"}, 400, "invalid_request")])
 def test_a_bad_upload_request_is_refused_with_its_code(client, body, status, code):
     response = client.http.post("/uploads", headers={"content-type": "application/json"}, body=json.dumps(body))
