@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import math
 import random
 import re
 import time
@@ -137,7 +138,8 @@ class ChatModel:
         self.model = model
         self._timeout = timeout
         self._max_retries = max_retries
-        self._gate = gate or CallGate(clock=clock)
+        # On its own (no endpoint), a model sends as much as it is asked to until the provider's first 429.
+        self._gate = gate or CallGate(clock=clock, window=math.inf)
         self._guard = guard or _unguarded
         self._count_tokens = count_tokens
         self._backoff_seconds = backoff_seconds

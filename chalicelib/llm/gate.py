@@ -19,7 +19,8 @@ remaining count of zero on any answer does the same; the limits the provider sta
 are higher. A 429 also halves the worker's window of calls in flight, which then grows by one per window of
 successes (additive increase, multiplicative decrease): without shared limits (``DOCPIPE_LLM_MAX_IN_FLIGHT=0``)
 this window is all that keeps a worker off the provider's limit, starting at ``INITIAL_WINDOW`` and doubling per
-window of successes until its first 429.
+window of successes until its first 429. A gate made with ``window=math.inf`` (a chat model used on its own) sets
+no window until the provider's first 429.
 
 The scheduling itself is ``Admission`` (plain, clock-driven, tested on a fake clock); ``CallGate`` adds the lock,
 the waiting futures of many event loops and a timer thread.
@@ -61,14 +62,14 @@ class Admission:
     """The scheduling of one worker's calls to one pool, with no threads or clocks of its own (not thread-safe)."""
 
     def __init__(self, *, requests_per_minute: int | None, tokens_per_minute: int | None, shared: bool,
-                 now: float) -> None:
+                 now: float, window: float | None = None) -> None:
         self._configured = (requests_per_minute, tokens_per_minute)
         self._learned: tuple[int | None, int | None] = (None, None)
         # Without shared limits every unit is this worker's and so is the whole rate.
         self.units: float = 0 if shared else math.inf
         self.target: float = 0 if shared else math.inf
         self.fraction = 0.0 if shared else 1.0
-        self.window = math.inf if shared else INITIAL_WINDOW
+        self.window = window if window is not None else math.inf if shared else INITIAL_WINDOW
         self._threshold = math.inf
         self._last_decrease = -math.inf
         self.paused_until = 0.0
@@ -191,13 +192,13 @@ class CallGate:
     """One pool's gate in this worker: ``Admission`` behind a lock, for calls on any thread's event loop."""
 
     def __init__(self, *, requests_per_minute: int | None = None, tokens_per_minute: int | None = None,
-                 shared: SharedLimits | None = None, clock: Callable[[], float] = time.monotonic,
-                 wall: Callable[[], float] = time.time) -> None:
+                 shared: SharedLimits | None = None, window: float | None = None,
+                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self._wall = wall
         self._lock = threading.Lock()
         self._admission = Admission(requests_per_minute=requests_per_minute, tokens_per_minute=tokens_per_minute,
-                                    shared=shared is not None, now=clock())
+                                    shared=shared is not None, now=clock(), window=window)
         self._shared = shared
         self._timer = threading.Condition(self._lock)
         self._wake_at: float | None = None

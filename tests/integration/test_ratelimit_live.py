@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from chalicelib.llm import ChatModel, Throttle
+from chalicelib.llm import CallGate, ChatModel
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.taskflow import configure, run_job, submit
 
@@ -28,19 +28,19 @@ def test_the_sdk_never_retries_by_itself(fake_server):
     completion = asyncio.run(call())
 
     assert completion.retries == 2 and fake_server.calls == 3
-    # Every request is an SDK first attempt: the retries are ChatModel's, which the throttle sees.
+    # Every request is an SDK first attempt: the retries are ChatModel's, which the gate admits.
     assert [r["headers"].get("x-stainless-retry-count") for r in fake_server.chat_requests] == ["0", "0", "0"]
 
 
 def test_a_429_with_retry_after_holds_back_a_call_that_starts_during_the_wait(fake_server):
     fake_server.script([("status", 429, {"retry-after-ms": "600"})])
-    throttle = Throttle()
+    gate = CallGate()
 
     async def scenario():
         first = ChatModel(model="gpt-4o-mini", api_key="sk-x", base_url=fake_server.base_url, timeout=5,
-                          max_retries=1, throttle=throttle)
+                          max_retries=1, gate=gate)
         second = ChatModel(model="gpt-4o-mini", api_key="sk-x", base_url=fake_server.base_url, timeout=5,
-                           max_retries=1, throttle=throttle)
+                           max_retries=1, gate=gate)
         try:
             throttled = asyncio.create_task(first.complete([{"role": "user", "content": "a"}], max_tokens=5))
             while fake_server.calls == 0:
