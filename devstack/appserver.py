@@ -49,6 +49,7 @@ def run(port: int, emulator_url: str, *, stage: str = "local", schedule_seconds:
     from chalice.cli.factory import CLIFactory
     from chalice.local import create_local_server
 
+    from devstack.containers import ContainerPool
     from devstack.dispatcher import Dispatcher
     from devstack.resources import client, provision
 
@@ -63,10 +64,12 @@ def run(port: int, emulator_url: str, *, stage: str = "local", schedule_seconds:
     config = CLIFactory(project_dir=str(PROJECT)).create_config_obj(chalice_stage_name=stage)
     server = create_local_server(app_module.app, config, "127.0.0.1", port)
     handlers = {source.name: getattr(app_module, source.name) for source in app_module.app.event_sources}
+    # Each concurrent invocation in a process of its own, as Lambda runs it in an execution environment of its own.
+    containers = ContainerPool("app", settings)
     dispatcher = Dispatcher(app_module.app, handlers, client("sqs", emulator_url),
                             function_settings=settings,
                             s3_events_queue=f"docpipe-{stage}-s3-events", schedule_seconds=schedule_seconds,
-                            duplicate_deliveries=duplicate_deliveries)
+                            duplicate_deliveries=duplicate_deliveries, runner=containers.invoke)
     dispatcher.start()
 
     def shut_down(*_):
@@ -80,3 +83,4 @@ def run(port: int, emulator_url: str, *, stage: str = "local", schedule_seconds:
         server.serve_forever()
     finally:
         dispatcher.stop()
+        containers.close()
