@@ -34,8 +34,8 @@ from chalicelib.observability import logger
 
 LEASE_SECONDS = 15.0
 RENEW_SECONDS = 5.0
-HOLDER_POLL_SECONDS = 0.25
-STARVED_POLL_SECONDS = 0.1
+HOLDER_POLL_SECONDS = 0.5
+STARVED_POLL_SECONDS = 0.2
 LINGER_SECONDS = 0.25
 RETRY_SECONDS = 1.0
 # Writes refused because another worker wrote first: each refusal returns the item as it is now, to decide again.
