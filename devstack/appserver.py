@@ -65,7 +65,7 @@ def run(port: int, emulator_url: str, *, stage: str = "local", schedule_seconds:
     server = create_local_server(app_module.app, config, "127.0.0.1", port)
     handlers = {source.name: getattr(app_module, source.name) for source in app_module.app.event_sources}
     # Each concurrent invocation in a process of its own, as Lambda runs it in an execution environment of its own.
-    containers = ContainerPool("app", settings, preload=["devstack.image"])
+    containers = ContainerPool("app", settings, preload=["devstack.image"]).start()
     dispatcher = Dispatcher(app_module.app, handlers, client("sqs", emulator_url),
                             function_settings=settings,
                             s3_events_queue=f"docpipe-{stage}-s3-events", schedule_seconds=schedule_seconds,

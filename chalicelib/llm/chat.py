@@ -203,6 +203,7 @@ class ChatModel:
 
     async def _attempt(self, request: dict[str, Any], tokens: int, deadline: float | None) -> _Answer:
         """One request: admitted by the gate (``Throttled`` if not before the deadline), inside the circuit breaker."""
+        self._attempt_timeout(deadline)  # OutOfTime at once when too little is left to wait for a turn at all
         ticket = await self._gate.admit(self, tokens=tokens,
                                         deadline=None if deadline is None else deadline - MIN_ATTEMPT_SECONDS)
         throttled = False
