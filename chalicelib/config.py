@@ -26,6 +26,8 @@ class ConfigError(ValueError):
 # A client's id names its folders in the bucket (uploads/<id>/…): letters, digits, "-" and "_" only. API Gateway's
 # API key ids are of this form.
 CLIENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+# An EventBridge bus name as PutEvents takes it ("default" is the account's default bus).
+EVENT_BUS_NAME = re.compile(r"[A-Za-z0-9._\-/]{1,256}")
 
 
 # USD per million tokens (input, output), from the providers' public price lists. DOCPIPE_PRICES adds or
@@ -101,6 +103,10 @@ class Settings:
     # The Lambda function running this code (set by Lambda; Powertools' own default elsewhere): it scopes records.
     function_name: str = "test-func"
     keep_warm_instances: int = 1
+    # Where "Job Succeeded" / "Job Failed" events go (``jobs.events``).
+    event_bus: str = "default"
+    # How long a presigned upload form (``POST /uploads``) may be used.
+    upload_url_seconds: int = 600
 
     @property
     def uses_openai(self) -> bool:
@@ -183,6 +189,14 @@ def _api_keys(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
             and CLIENT_ID.fullmatch(client) for key, client in table.items()):
         raise ConfigError(problem)
     return tuple(table.items())
+
+
+def _event_bus(env: Mapping[str, str]) -> str:
+    raw = env.get("DOCPIPE_EVENT_BUS", "").strip() or "default"
+    if not EVENT_BUS_NAME.fullmatch(raw):
+        raise ConfigError(f"DOCPIPE_EVENT_BUS must be an EventBridge bus name (letters, digits, . _ - /), got "
+                          f"{raw[:70]!r}")
+    return raw
 
 
 def _ocr(env: Mapping[str, str]) -> str | None:
@@ -268,6 +282,9 @@ def load_settings(env: Mapping[str, str] = os.environ) -> Settings:
         worker_max_concurrency=_int(env, "DOCPIPE_WORKER_MAX_CONCURRENCY", 10, minimum=2, maximum=1_000),
         function_name=env.get("AWS_LAMBDA_FUNCTION_NAME") or "test-func",
         keep_warm_instances=_int(env, "DOCPIPE_KEEP_WARM_INSTANCES", 1, minimum=1),
+        event_bus=_event_bus(env),
+        # Short, so a leaked form is soon useless; S3 checks it when the upload starts, not when it ends.
+        upload_url_seconds=_int(env, "DOCPIPE_UPLOAD_URL_SECONDS", 600, minimum=60, maximum=3600),
     )
 
 

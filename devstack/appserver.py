@@ -1,4 +1,5 @@
-"""The app process of the local stack: the Chalice routes (as ``chalice local`` serves them) plus the dispatcher.
+"""The app process of the local stack: the Chalice routes (as ``chalice local`` serves them) plus the dispatcher,
+and the printer of job events.
 
 Run as ``python -m devstack app --port 8000 --emulator http://127.0.0.1:4566``; ``devstack serve`` starts it.
 """
@@ -51,12 +52,14 @@ def run(port: int, emulator_url: str, *, stage: str = "local", schedule_seconds:
 
     from devstack.containers import ContainerPool
     from devstack.dispatcher import Dispatcher
+    from devstack.jobevents import JobEventPrinter
     from devstack.resources import client, provision
 
     # Idempotent: the first start creates the resources, a restart finds them (and the jobs in them) intact.
-    provision(emulator_url, stage=stage, bucket=os.environ["DOCPIPE_BUCKET"],
-              s3_notifications=[s for s in app_module.app.event_sources if isinstance(s, S3EventConfig)],
-              visibility_timeout=6 * worker_timeout if worker_timeout else None)
+    resources = provision(emulator_url, stage=stage, bucket=os.environ["DOCPIPE_BUCKET"],
+                          s3_notifications=[s for s in app_module.app.event_sources if isinstance(s, S3EventConfig)],
+                          visibility_timeout=6 * worker_timeout if worker_timeout else None,
+                          event_bus=os.environ.get("DOCPIPE_EVENT_BUS") or "default")
     settings = function_settings(stage)
     if worker_timeout:
         settings.setdefault("process_jobs", {})["lambda_timeout"] = worker_timeout
@@ -71,6 +74,7 @@ def run(port: int, emulator_url: str, *, stage: str = "local", schedule_seconds:
                             s3_events_queue=f"docpipe-{stage}-s3-events", schedule_seconds=schedule_seconds,
                             duplicate_deliveries=duplicate_deliveries, runner=containers.invoke)
     dispatcher.start()
+    printer = JobEventPrinter(client("sqs", emulator_url), resources.job_events_queue).start()
 
     def shut_down(*_):
         dispatcher.request_stop()
@@ -83,4 +87,5 @@ def run(port: int, emulator_url: str, *, stage: str = "local", schedule_seconds:
         server.serve_forever()
     finally:
         dispatcher.stop()
+        printer.stop()
         containers.close()

@@ -18,10 +18,14 @@ chosen here (``Message.AGAIN``). Who calls what::
                   defer(d, a, ...)            the LLM circuit is open, or the provider said to slow down: released
                                               and re-sent after the recovery window or the provider's wait
     dead letters  fail_dead_letter(job_id)    every delivery ended without an outcome: FAILED with the last reason
+
+Every move into SUCCEEDED or FAILED is announced once, right after its write, as a ``Job Succeeded`` / ``Job
+Failed`` event (``JobEvents``); an announcement that fails is logged and counted, and changes nothing of the job.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import math
 import time
@@ -30,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chalicelib.errors import JobFailure, ServiceUnavailable
+from chalicelib.jobs.events import JobEvents
 from chalicelib.jobs.model import RUNNING, Job
 from chalicelib.jobs.queue import Delivery, JobQueue
 from chalicelib.jobs.store import JobStore
@@ -78,9 +83,10 @@ class Lifecycle:
     """The job rows of ``store`` and the messages of ``queue``, moved together by the rules above."""
 
     def __init__(self, store: JobStore, queue: JobQueue, *, retry_backoff_seconds: int, outage_wait_seconds: int,
-                 clock: Callable[[], float] = time.time) -> None:
+                 events: JobEvents | None = None, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.queue = queue
+        self.events = events
         self._backoff = retry_backoff_seconds
         self._outage_wait = min(_LONGEST_WAIT, outage_wait_seconds)
         self._clock = clock
@@ -106,7 +112,8 @@ class Lifecycle:
     def record_refused(self, job: Job) -> None:
         """Record a submission refused after the fact (an upload's bad metadata): FAILED with ``job.error`` at once,
         never queued."""
-        self.store.create(job)
+        if self.store.create(job):
+            self._ended(dataclasses.replace(job, finished_at=job.created_at))  # as the row records it
 
     def retry(self, job_id: str) -> bool:
         """A client's retry: a FAILED job back to QUEUED, its error cleared, and queued again; False if not FAILED."""
@@ -149,16 +156,17 @@ class Lifecycle:
         """RUNNING → SUCCEEDED; False when the job finished elsewhere while this attempt ran (its result is kept)."""
         stored = self.store.mark_succeeded(attempt.job_id, result_key=result_key, usage=usage, warnings=warnings,
                                            timings=timings, chunks_total=chunks_total)
-        if not stored:
+        if stored is None:
             logger.warning("job finished elsewhere while this attempt ran; its result was kept")
             return False
         metrics.add_metric(name="JobsSucceeded", unit="Count", value=1)
+        self._ended(stored)
         return True
 
     def fail(self, attempt: Attempt, failure: JobFailure, *, usage: dict[str, Any], warnings: list[str]) -> None:
         """RUNNING → FAILED for a reason no retry can change, with what the attempt spent and found."""
         logger.warning("job failed", extra={"error": failure.to_dict()})
-        self.store.mark_failed(attempt.job_id, failure.to_dict(), usage=usage, warnings=warnings)
+        self._ended(self.store.mark_failed(attempt.job_id, failure.to_dict(), usage=usage, warnings=warnings))
         metrics.add_metric(name="JobsFailed", unit="Count", value=1)
 
     # --- a delivery without an outcome ------------------------------------------------------------------------------
@@ -184,7 +192,7 @@ class Lifecycle:
         self._keep_spend(attempt)
         if delivery.receives >= self.queue.max_receive_count():
             logger.error("job failed on its last delivery", extra={"error": error, "receives": delivery.receives})
-            self.store.mark_failed(job_id, error)
+            self._ended(self.store.mark_failed(job_id, error))
             metrics.add_metric(name="JobsFailed", unit="Count", value=1)
             return Message.DONE
         backoff = min(_LONGEST_WAIT, self._backoff * 2 ** (delivery.receives - 1))
@@ -210,8 +218,8 @@ class Lifecycle:
         if job is None or job.finished:
             return Message.DONE
         if self._clock() - job.created_at > OUTAGE_MAX_WAIT_SECONDS:
-            self.store.mark_failed(job_id, {"code": "llm_unavailable", "message": "the LLM provider stayed "
-                                            "unavailable for hours; the job gave up"})
+            self._ended(self.store.mark_failed(job_id, {"code": "llm_unavailable", "message": "the LLM provider "
+                                                        "stayed unavailable for hours; the job gave up"}))
             return Message.DONE
         if reason is None:
             wait = self._outage_wait
@@ -238,8 +246,15 @@ class Lifecycle:
         error = job.last_error or {"code": "delivery_exhausted",
                                    "message": "every delivery of this job ended without a result (the worker "
                                               "crashed or timed out)"}
-        if self.store.mark_failed(job_id, error):
+        failed = self.store.mark_failed(job_id, error)
+        if failed is not None:
             logger.error("job failed from the dead-letter queue", extra={"job_id": job_id, "error": error})
+            self._ended(failed)
+
+    def _ended(self, job: Job | None) -> None:
+        """Announce a job that has just ended (None: the write found it already ended, and so announced)."""
+        if job is not None and self.events is not None:
+            self.events.job_ended(job)
 
     def _keep_spend(self, attempt: Attempt | None) -> None:
         """An attempt that ends without an outcome keeps what it paid for on the job's row."""
