@@ -2,12 +2,14 @@
 
 Logs are JSON. Each invocation's keys (the function's name and request id, cold start) and each job's id are
 thread-safe keys (a context variable): ``invocation_logs``, a middleware of every function, sets the first at the
-start of each invocation, and ``job_context(job_id)`` the second for as long as the job runs, so every line a job
-writes carries its id, a worker's job id never leaks into a later HTTP log line, and on the local stack, where
-every function runs in one process, each line names the function that really wrote it. No line is longer than
-``MAX_LOG_LINE`` characters: a field that would make it longer is cut (a traceback keeps its end, where the error
-is), so no client input is ever logged whole.
-Metrics are CloudWatch EMF lines in the ``docpipe`` namespace, flushed at the end of each worker invocation.
+start of each invocation, and ``job_context(job_id)`` the second for as long as the job runs. The records of a batch
+run side by side, each on a thread of its own with a copy of the invocation's context, so every line a job writes
+(its event loop's, and the threads' it starts with its context) carries its id and no other record's; a worker's
+job id never leaks into a later HTTP log line, and each line names the function that really wrote it. No line is
+longer than ``MAX_LOG_LINE`` characters: a field that would make it longer is cut (a traceback keeps its end, where
+the error is), so no client input is ever logged whole.
+Metrics are CloudWatch EMF lines in the ``docpipe`` namespace, flushed at the end of each worker invocation; the
+concurrent records of a batch add to them under one lock.
 Traces: ``@traced`` on a handler of app.py records its invocation in X-Ray (``chalicelib.tracing``); the X-Ray SDK
 is imported at the first traced invocation, never by the API function, whose cold start it would lengthen.
 """
@@ -64,8 +66,19 @@ def _cap(name: str, value: Any, serialize: Any) -> Any:
 SERVICE_NAME = os.environ.get("POWERTOOLS_SERVICE_NAME", "docpipe")
 METRICS_NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "docpipe")
 
+class SharedMetrics(Metrics):
+    """Powertools Metrics that the concurrent records of a batch may add to: Powertools' own update of a metric is a
+    read, then a write, and two records counting the same metric at once would lose one."""
+
+    _lock = threading.Lock()
+
+    def add_metric(self, *args: Any, **kwargs: Any) -> None:
+        with self._lock:
+            super().add_metric(*args, **kwargs)
+
+
 logger = Logger(service=SERVICE_NAME, logger_formatter=CappedFormatter())
-metrics = Metrics(namespace=METRICS_NAMESPACE)
+metrics = SharedMetrics(namespace=METRICS_NAMESPACE)
 
 
 # What X-Ray needs, read as the X-Ray SDK and Powertools document it. Lambda sets LAMBDA_TASK_ROOT and the daemon's

@@ -50,6 +50,7 @@ def run(port: int, emulator_url: str, *, stage: str = "local", schedule_seconds:
     from chalice.cli.factory import CLIFactory
     from chalice.local import create_local_server
 
+    from devstack.containers import ContainerPool
     from devstack.dispatcher import Dispatcher
     from devstack.jobevents import JobEventPrinter
     from devstack.resources import client, provision
@@ -66,10 +67,12 @@ def run(port: int, emulator_url: str, *, stage: str = "local", schedule_seconds:
     config = CLIFactory(project_dir=str(PROJECT)).create_config_obj(chalice_stage_name=stage)
     server = create_local_server(app_module.app, config, "127.0.0.1", port)
     handlers = {source.name: getattr(app_module, source.name) for source in app_module.app.event_sources}
+    # Each concurrent invocation in a process of its own, as Lambda runs it in an execution environment of its own.
+    containers = ContainerPool("app", settings, preload=["devstack.image"]).start()
     dispatcher = Dispatcher(app_module.app, handlers, client("sqs", emulator_url),
                             function_settings=settings,
                             s3_events_queue=f"docpipe-{stage}-s3-events", schedule_seconds=schedule_seconds,
-                            duplicate_deliveries=duplicate_deliveries)
+                            duplicate_deliveries=duplicate_deliveries, runner=containers.invoke)
     dispatcher.start()
     printer = JobEventPrinter(client("sqs", emulator_url), resources.job_events_queue).start()
 
@@ -85,3 +88,4 @@ def run(port: int, emulator_url: str, *, stage: str = "local", schedule_seconds:
     finally:
         dispatcher.stop()
         printer.stop()
+        containers.close()
