@@ -131,6 +131,23 @@ def job_context(job_id: str) -> Iterator[None]:
             logger.thread_safe_append_keys(**before)
 
 
+def with_log_keys(function: Callable[..., Any]) -> Callable[..., Any]:
+    """``function``, writing its log lines with the current log keys (the job's id) on whatever thread runs it: for
+    pools whose threads must not run in a copy of the caller's whole context."""
+    keys = logger.thread_safe_get_current_keys()
+
+    @functools.wraps(function)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        logger.thread_safe_clear_keys()
+        logger.thread_safe_append_keys(**keys)
+        try:
+            return function(*args, **kwargs)
+        finally:
+            logger.thread_safe_clear_keys()
+
+    return run
+
+
 _tracer_lock = threading.Lock()
 _tracer_made = False
 _tracer: Any = None

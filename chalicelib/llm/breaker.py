@@ -17,7 +17,6 @@ leaves no "Future exception was never retrieved" behind.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import cache
@@ -25,7 +24,7 @@ from typing import Any
 
 from chalicelib.errors import CircuitOpen
 from chalicelib.llm.chat import EndpointBusy
-from chalicelib.observability import logger, metrics
+from chalicelib.observability import logger, metrics, with_log_keys
 
 CIRCUIT_NAME = "docpipe-llm"
 # How long a worker trusts its last read of the shared state. Each re-read makes every call in flight read DynamoDB
@@ -129,8 +128,8 @@ class CircuitGuard:
             loop.call_soon_threadsafe(_settle, allowed)
             return outcome.result()  # the attempt's answer, or its error re-raised for the breaker to count
 
-        # With the job's context, so what the breaker logs on its thread carries the job's id.
-        guarded = loop.run_in_executor(self._threads, contextvars.copy_context().run, self._guarded, call)
+        # What the breaker logs on its thread carries the job's id.
+        guarded = loop.run_in_executor(self._threads, with_log_keys(self._guarded), call)
         # However the attempt ends (answered, failed, cancelled with its job), the bookkeeping's outcome is read.
         guarded.add_done_callback(_retrieve)
         try:
