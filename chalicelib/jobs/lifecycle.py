@@ -17,6 +17,13 @@ chosen here (``Message.AGAIN``). Who calls what::
                   retry_or_fail(d, a, error)  an attempt failed: released for a later delivery, or FAILED on the last
                   defer(d, a)                 the LLM circuit is open: released and re-sent after the recovery window
     dead letters  fail_dead_letter(job_id)    every delivery ended without an outcome: FAILED with the last reason
+    worker        hand_over(a, arn, stage)    a Step Functions execution carries the RUNNING job on (its message is
+                                              done with; no later delivery can claim the job)
+    workflow      enter_stage(job_id, ...)    where the execution is; None once the job has finished
+                  record_workflow(job_id,...) what a stage answered and spent
+                  succeed / fail_in_stage     RUNNING → SUCCEEDED | FAILED, the failure naming its stage
+                  fail_execution(job_id, ...) the execution ended without an outcome (aborted, timed out, failed):
+                                              FAILED with its reason, unless a later run carries the job
 """
 
 from __future__ import annotations
@@ -153,6 +160,42 @@ class Lifecycle:
         metrics.add_metric(name="JobsSucceeded", unit="Count", value=1)
         return True
 
+    def hand_over(self, attempt: Attempt, *, execution_arn: str, stage: str) -> bool:
+        """The workflow execution ``execution_arn`` carries the job on; False if the job finished meanwhile."""
+        if not self.store.hand_over(attempt.job_id, execution_arn=execution_arn, stage=stage):
+            return False
+        logger.info("job handed over to the workflow", extra={"execution_arn": execution_arn, "stage": stage})
+        metrics.add_metric(name="JobsToWorkflow", unit="Count", value=1)
+        return True
+
+    def enter_stage(self, job_id: str, stage: str, *, task: int | None = None) -> Job | None:
+        """The workflow reached ``stage`` (in task ``task``'s branch); None when the job is no longer RUNNING."""
+        return self.store.set_stage(job_id, stage, task=task)
+
+    def record_workflow(self, job_id: str, *, progress: dict[str, Any] | None = None,
+                        spend: tuple[str, dict[str, Any]] | None = None) -> None:
+        """A stage's progress and what it spent, shown while the job runs and counted against its budget."""
+        self.store.record_workflow(job_id, progress=progress, spend=spend)
+
+    def fail_in_stage(self, job_id: str, error: dict[str, Any], *, usage: dict[str, Any] | None = None,
+                      warnings: list[str] | None = None) -> bool:
+        """RUNNING → FAILED in a workflow stage; ``error`` names the stage. False if the job had finished already."""
+        if not self.store.mark_failed(job_id, error, usage=usage, warnings=warnings):
+            return False
+        logger.warning("job failed in the workflow", extra={"job_id": job_id, "error": error})
+        metrics.add_metric(name="JobsFailed", unit="Count", value=1)
+        return True
+
+    def fail_execution(self, job_id: str, execution_arn: str, error: dict[str, Any]) -> bool:
+        """The execution that carries the job ended without an outcome: FAILED with its reason. False when the job
+        finished already, or a later run (after the client's retry) carries it."""
+        if not self.store.mark_failed_for_execution(job_id, execution_arn, error):
+            return False
+        logger.error("job failed: its workflow execution ended without an outcome",
+                     extra={"job_id": job_id, "execution_arn": execution_arn, "error": error})
+        metrics.add_metric(name="JobsFailed", unit="Count", value=1)
+        return True
+
     def fail(self, attempt: Attempt, failure: JobFailure, *, usage: dict[str, Any], warnings: list[str]) -> None:
         """RUNNING → FAILED for a reason no retry can change, with what the attempt spent and found."""
         logger.warning("job failed", extra={"error": failure.to_dict()})
@@ -168,7 +211,8 @@ class Lifecycle:
         takes the job over. Deleting it now would leave a dead worker's job RUNNING for good.
         """
         job = self.store.get(delivery.job_id or "")
-        if job is None or job.finished:
+        if job is None or job.finished or job.execution_arn:
+            # A workflow execution carries a handed-over job; its own end (or the sweep) decides the job's fate.
             return Message.DONE
         wait = max(1, int(job.lease_until - self._clock()) + 1)
         self.queue.hide(delivery, min(wait, _LONGEST_WAIT))
@@ -221,9 +265,9 @@ class Lifecycle:
         job = self.store.get(job_id)
         if job is None or job.finished:
             return
-        if job.status == RUNNING and job.lease_until > self._clock():
-            # A duplicate's copy ran out of deliveries while a live worker holds the job: that worker finishes it.
-            logger.info("dead letter for a job a live worker holds; left to it", extra={"job_id": job_id})
+        if job.status == RUNNING and (job.lease_until > self._clock() or job.execution_arn):
+            # A duplicate's copy ran out of deliveries while a live worker (or an execution) carries the job on.
+            logger.info("dead letter for a job a live worker or execution holds; left to it", extra={"job_id": job_id})
             return
         error = job.last_error or {"code": "delivery_exhausted",
                                    "message": "every delivery of this job ended without a result (the worker "
