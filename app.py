@@ -1,7 +1,8 @@
 """docpipe: every entry point of the system, each handing its event to chalicelib.
 
 Read top to bottom, this file is the list of ways into docpipe: the REST routes, the jobs-queue worker, the
-dead-letter backstop, the S3 upload trigger and the keep-warm schedule.
+dead-letter backstop, the S3 upload trigger, the keep-warm schedule and the stages of the Step Functions workflow
+(infra/workflow.asl.json) for long documents and multi-task jobs.
 """
 
 import functools
@@ -92,3 +93,40 @@ def keep_warm(event):
     from chalicelib.entry.keepwarm import ping
 
     return ping(get_settings().api_url, get_settings().keep_warm_instances)
+
+
+# The Step Functions workflow's stages (infra/workflow.asl.json names them; each state passes its stage's input).
+def _stage(name, event, context):
+    from chalicelib.entry.stages import run_stage
+
+    return run_stage(name, event, context, get_services())
+
+
+@app.lambda_function(name="workflow_validate")
+def workflow_validate(event, context):
+    return _stage("validate", event, context)
+
+
+@app.lambda_function(name="workflow_extract")
+def workflow_extract(event, context):
+    return _stage("extract", event, context)
+
+
+@app.lambda_function(name="workflow_map")
+def workflow_map(event, context):
+    return _stage("map", event, context)
+
+
+@app.lambda_function(name="workflow_aggregate")
+def workflow_aggregate(event, context):
+    return _stage("aggregate", event, context)
+
+
+@app.lambda_function(name="workflow_store")
+def workflow_store(event, context):
+    return _stage("store", event, context)
+
+
+@app.lambda_function(name="workflow_failed")
+def workflow_failed(event, context):
+    return _stage("failed", event, context)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
-from chalicelib.aws import DocumentStore, IdempotencyRecords, MapCache, clients, secret_reader
+from chalicelib.aws import DocumentStore, Executions, IdempotencyRecords, MapCache, clients, secret_reader
 from chalicelib.config import Settings, get_settings
 from chalicelib.jobs import Intake, JobQueue, JobStore, Lifecycle
 from chalicelib.llm import LLMEndpoint
@@ -30,7 +30,7 @@ class Services:
     ``jobs`` is read (a job's view, its result's key); every write to a job goes through ``lifecycle``, which also
     owns the jobs queue. ``intake`` turns submissions into jobs, ``records`` holds Powertools Idempotency records
     (``Idempotency-Key``, repeated S3 events), ``llm`` is the endpoint the worker calls. ``map_cache`` and ``ocr``
-    are None when switched off.
+    are None when switched off; ``executions`` starts the Step Functions workflow, None when none is configured.
     """
 
     settings: Settings
@@ -42,6 +42,7 @@ class Services:
     llm: LLMEndpoint
     map_cache: MapCache | None = None
     ocr: TextractOCR | None = None
+    executions: Executions | None = None
 
 
 def build(settings: Settings) -> Services:
@@ -66,6 +67,8 @@ def build(settings: Settings) -> Services:
         llm=LLMEndpoint(settings, dynamodb=dynamodb, secret=secret),
         map_cache=MapCache(s3, settings.bucket) if settings.map_cache else None,
         ocr=_ocr(settings, s3),
+        executions=(Executions(clients.client("stepfunctions"), settings.state_machine_arn)
+                    if settings.state_machine_arn else None),
     )
 
 

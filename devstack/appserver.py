@@ -16,20 +16,26 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parent.parent
 
 
-def load_stage_environment(stage: str, emulator_url: str, api_port: int) -> dict[str, str]:
-    """The stage's variables from .chalice/config.json, pointed at this emulator and this API port."""
+def load_stage_environment(stage: str, emulator_url: str, api_port: int, *,
+                           workflow: bool = False) -> dict[str, str]:
+    """The stage's variables from .chalice/config.json, pointed at this emulator and this API port (and at the
+    emulator's state machine when ``workflow``: the emulator runs it)."""
     from chalice.cli.factory import CLIFactory
+
+    from devstack.resources import state_machine_arn
 
     config = CLIFactory(project_dir=str(PROJECT)).create_config_obj(chalice_stage_name=stage)
     env = dict(config.environment_variables)
     env.update(AWS_ENDPOINT_URL=emulator_url, DOCPIPE_API_URL=f"http://127.0.0.1:{api_port}")
+    if workflow:
+        env.setdefault("DOCPIPE_STATE_MACHINE_ARN", state_machine_arn(stage))
     env.setdefault("TIKTOKEN_CACHE_DIR", str(PROJECT / ".local" / "tiktoken"))
     return env
 
 
-def import_app(stage: str, emulator_url: str, api_port: int):
+def import_app(stage: str, emulator_url: str, api_port: int, *, workflow: bool = False):
     # Variables set before the import, as Chalice and Lambda do: app.py reads queue and bucket names at import.
-    os.environ.update(load_stage_environment(stage, emulator_url, api_port))
+    os.environ.update(load_stage_environment(stage, emulator_url, api_port, workflow=workflow))
     sys.path.insert(0, str(PROJECT))
     import app as app_module
 
@@ -42,20 +48,23 @@ def function_settings(stage: str) -> dict[str, dict]:
 
 
 def run(port: int, emulator_url: str, *, stage: str = "local", schedule_seconds: float | None = None,
-        worker_timeout: int | None = None, duplicate_deliveries: bool = False) -> None:
+        worker_timeout: int | None = None, duplicate_deliveries: bool = False,
+        invoke_port: int | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    app_module = import_app(stage, emulator_url, port)
+    app_module = import_app(stage, emulator_url, port, workflow=invoke_port is not None)
     from chalice.app import S3EventConfig
     from chalice.cli.factory import CLIFactory
     from chalice.local import create_local_server
 
     from devstack.dispatcher import Dispatcher
-    from devstack.resources import client, provision
+    from devstack.resources import client, provision, provision_workflow
 
     # Idempotent: the first start creates the resources, a restart finds them (and the jobs in them) intact.
     provision(emulator_url, stage=stage, bucket=os.environ["DOCPIPE_BUCKET"],
               s3_notifications=[s for s in app_module.app.event_sources if isinstance(s, S3EventConfig)],
               visibility_timeout=6 * worker_timeout if worker_timeout else None)
+    if invoke_port is not None:
+        provision_workflow(emulator_url, stage=stage)
     settings = function_settings(stage)
     if worker_timeout:
         settings.setdefault("process_jobs", {})["lambda_timeout"] = worker_timeout
@@ -63,11 +72,16 @@ def run(port: int, emulator_url: str, *, stage: str = "local", schedule_seconds:
     config = CLIFactory(project_dir=str(PROJECT)).create_config_obj(chalice_stage_name=stage)
     server = create_local_server(app_module.app, config, "127.0.0.1", port)
     handlers = {source.name: getattr(app_module, source.name) for source in app_module.app.event_sources}
+    handlers.update({function.name: getattr(app_module, function.name)
+                     for function in app_module.app.pure_lambda_functions})
     dispatcher = Dispatcher(app_module.app, handlers, client("sqs", emulator_url),
                             function_settings=settings,
                             s3_events_queue=f"docpipe-{stage}-s3-events", schedule_seconds=schedule_seconds,
                             duplicate_deliveries=duplicate_deliveries)
     dispatcher.start()
+    # The emulator knows a function by its deployed name, docpipe-<stage>-<function>.
+    invokes = serve_invokes(dispatcher, invoke_port, prefix=f"{app_module.app.app_name}-{stage}-") \
+        if invoke_port is not None else None
 
     def shut_down(*_):
         dispatcher.request_stop()
@@ -79,4 +93,39 @@ def run(port: int, emulator_url: str, *, stage: str = "local", schedule_seconds:
     try:
         server.serve_forever()
     finally:
+        if invokes is not None:
+            invokes.shutdown()
         dispatcher.stop()
+
+
+def serve_invokes(dispatcher, port: int, *, prefix: str):
+    """Lambda's Invoke API for the emulator's launcher (``devstack.lambdas``): ``POST /invoke/<function>`` runs the
+    function through the dispatcher; an exception answers as Lambda's unhandled error (its type and message)."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Invoke(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            name = self.path.rsplit("/", 1)[-1].removeprefix(prefix)
+            event = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+            error = None
+            try:
+                body = json.dumps(dispatcher.invoke(name, event)).encode("utf-8")
+            except Exception as exc:
+                logging.getLogger("devstack.invoke").warning("%s raised %s: %s", name, type(exc).__name__, exc)
+                error = "Unhandled"
+                body = json.dumps({"errorType": type(exc).__name__, "errorMessage": str(exc)}).encode("utf-8")
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            if error:
+                self.send_header("X-Function-Error", error)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args) -> None:  # the app's own logs say what each stage did
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Invoke)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="lambda-invokes", daemon=True).start()
+    return server

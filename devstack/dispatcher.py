@@ -84,6 +84,10 @@ class Dispatcher:
                 log.exception("%s: event source failed; retrying in 1 s", name)
                 self._stop.wait(1)
 
+    def invoke(self, function_name: str, event: dict) -> Any:
+        """Run the app's function ``function_name`` on ``event`` as Lambda would, and return its response."""
+        return self._invoke(function_name, event)
+
     def _invoke(self, name: str, event: dict) -> Any:
         settings = self._settings.get(name, {})
         context = _context(name, int(settings.get("lambda_timeout", 60)), int(settings.get("lambda_memory_size", 128)))

@@ -2,10 +2,12 @@
 ``chalicelib.bootstrap`` alone).
 
 ``storage`` (documents and results in S3), ``mapcache`` (map answers in S3), ``idempotency`` (Powertools records
-in DynamoDB), ``secrets`` (the stage's LLM key in Secrets Manager). Job rows and messages are in ``jobs``; Textract
+in DynamoDB), ``secrets`` (the stage's LLM key in Secrets Manager), ``executions`` (the Step Functions
+workflow's executions). Job rows and messages are in ``jobs``; Textract
 is in ``documents.ocr``.
 """
 
+from chalicelib.aws.executions import Executions
 from chalicelib.aws.idempotency import IdempotencyRecords, Once
 from chalicelib.aws.mapcache import CACHE_PREFIX, SHARED_OWNER, CacheWriter, MapCache, map_cache_key, map_cache_scope
 from chalicelib.aws.secrets import secret_reader
@@ -18,6 +20,6 @@ from chalicelib.aws.storage import (
     validate_client_key,
 )
 
-__all__ = ["CACHE_PREFIX", "INCOMING_PREFIX", "SHARED_OWNER", "CacheWriter", "DocumentStore", "IdempotencyRecords",
-           "MapCache", "Once", "StoredObject", "client_of_upload", "key_of_client", "map_cache_key", "map_cache_scope",
-           "secret_reader", "validate_client_key"]
+__all__ = ["CACHE_PREFIX", "INCOMING_PREFIX", "SHARED_OWNER", "CacheWriter", "DocumentStore", "Executions",
+           "IdempotencyRecords", "MapCache", "Once", "StoredObject", "client_of_upload", "key_of_client",
+           "map_cache_key", "map_cache_scope", "secret_reader", "validate_client_key"]

@@ -17,9 +17,11 @@ chosen here (``Message.AGAIN``). Who calls what::
                   retry_or_fail(d, a, error)  an attempt failed: released for a later delivery, or FAILED on the last
                   defer(d, a)                 the LLM circuit is open: released and re-sent after the recovery window
     dead letters  fail_dead_letter(job_id)    every delivery ended without an outcome: FAILED with the last reason
-    worker        hand_over(a, arn, stage)    a Step Functions execution carries the RUNNING job on (its message is
+    worker        hand_over(a, arn)           a Step Functions execution carries the RUNNING job on (its message is
                                               done with; no later delivery can claim the job)
-    workflow      enter_stage(job_id, ...)    where the execution is; None once the job has finished
+    workflow      adopt_execution(job_id,arn) the execution's first stage takes the job (if the worker died first)
+                  enter_stage(job_id, ...)    where the execution is; None once the job has finished
+                  workflow_chunks, succeed_workflow   the chunk count; RUNNING → SUCCEEDED
                   record_workflow(job_id,...) what a stage answered and spent
                   succeed / fail_in_stage     RUNNING → SUCCEEDED | FAILED, the failure naming its stage
                   fail_execution(job_id, ...) the execution ended without an outcome (aborted, timed out, failed):
@@ -160,12 +162,31 @@ class Lifecycle:
         metrics.add_metric(name="JobsSucceeded", unit="Count", value=1)
         return True
 
-    def hand_over(self, attempt: Attempt, *, execution_arn: str, stage: str) -> bool:
-        """The workflow execution ``execution_arn`` carries the job on; False if the job finished meanwhile."""
-        if not self.store.hand_over(attempt.job_id, execution_arn=execution_arn, stage=stage):
+    def hand_over(self, attempt: Attempt, *, execution_arn: str) -> bool:
+        """The workflow execution ``execution_arn`` carries the job on; False if the job finished meanwhile (or its
+        execution already took it over)."""
+        if not self.store.hand_over(attempt.job_id, execution_arn=execution_arn):
             return False
-        logger.info("job handed over to the workflow", extra={"execution_arn": execution_arn, "stage": stage})
+        logger.info("job handed over to the workflow", extra={"execution_arn": execution_arn})
         metrics.add_metric(name="JobsToWorkflow", unit="Count", value=1)
+        return True
+
+    def adopt_execution(self, job_id: str, *, execution_arn: str) -> bool:
+        """The execution's first stage takes the RUNNING job over, whether or not the worker lived to record the
+        hand-over; False if another execution carries it."""
+        return self.store.hand_over(job_id, execution_arn=execution_arn) or (
+            (job := self.store.get(job_id)) is not None and job.execution_arn == execution_arn)
+
+    def workflow_chunks(self, job_id: str, total: int, warnings: list[str]) -> None:
+        self.store.set_chunks_total(job_id, total, warnings)
+
+    def succeed_workflow(self, job_id: str, *, result_key: str, usage: dict[str, Any], warnings: list[str],
+                         timings: dict[str, float], chunks_total: int) -> bool:
+        """RUNNING → SUCCEEDED at the workflow's last stage; False when the job had finished already."""
+        if not self.store.mark_succeeded(job_id, result_key=result_key, usage=usage, warnings=warnings,
+                                         timings=timings, chunks_total=chunks_total):
+            return False
+        metrics.add_metric(name="JobsSucceeded", unit="Count", value=1)
         return True
 
     def enter_stage(self, job_id: str, stage: str, *, task: int | None = None) -> Job | None:

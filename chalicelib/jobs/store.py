@@ -193,14 +193,15 @@ class JobStore:
             names={"#e": "error", "#stage": "stage"},
         )
 
-    def hand_over(self, job_id: str, *, execution_arn: str, stage: str) -> bool:
-        """A workflow execution carries the RUNNING job on from here; False if the job is no longer RUNNING."""
+    def hand_over(self, job_id: str, *, execution_arn: str) -> bool:
+        """The workflow execution ``execution_arn`` carries the RUNNING job on from here; False if the job is no
+        longer RUNNING or an execution carries it already."""
         return self._update(
             job_id,
-            "SET orchestrator = :sfn, execution_arn = :arn, #stage = :stage, lease_until = :zero, "
-            "workflow_progress = if_not_exists(workflow_progress, :nothing)",
-            "#s = :running",
-            {":sfn": STEP_FUNCTIONS, ":arn": execution_arn, ":stage": stage, ":zero": 0, ":nothing": {},
+            "SET orchestrator = :sfn, execution_arn = :arn, #stage = if_not_exists(#stage, :stage), "
+            "lease_until = :zero, workflow_progress = if_not_exists(workflow_progress, :nothing)",
+            "#s = :running AND attribute_not_exists(execution_arn)",
+            {":sfn": STEP_FUNCTIONS, ":arn": execution_arn, ":stage": "validate", ":zero": 0, ":nothing": {},
              ":running": RUNNING},
             names={"#stage": "stage"},
         ) is not None
