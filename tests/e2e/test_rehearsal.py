@@ -217,7 +217,9 @@ def test_lambda_holds_exactly_the_checked_build_on_the_pinned_runtime(stage, fun
 
     assert layer["Content"]["CodeSha256"] == stage.manifest["artefacts"]["layer-deployment.zip"]["sha256"]
     assert set(functions.configurations) == {"api_handler", "process_jobs", "fail_dead_letters",
-                                             "start_job_from_upload", "keep_warm"}
+                                             "start_job_from_upload", "keep_warm", "workflow_validate",
+                                             "workflow_extract", "workflow_map", "workflow_aggregate",
+                                             "workflow_store", "workflow_failed"}
     for configuration in functions.configurations.values():
         assert configuration["CodeSha256"] == stage.manifest["artefacts"]["deployment.zip"]["sha256"]
         assert configuration["Runtime"] == f"python{pinned}"
@@ -248,6 +250,50 @@ def test_a_job_submitted_through_the_packaged_api_succeeds_in_the_packaged_worke
     # The key came from the stage's secret, set by `make llm-key`, through Powertools Parameters.
     assert fake_llm.calls >= 1
     assert {r["headers"]["authorization"] for r in fake_llm.chat_requests} == {f"Bearer {LLM_KEY}"}
+
+
+def test_a_multi_task_job_is_handed_to_the_deployed_state_machine_and_each_stage_runs_under_its_role(
+        functions, stage, fake_llm, no_denials):
+    status, accepted = functions.api("POST", "/jobs", headers={"Content-Type": "application/json"},
+                                     body=json.dumps({"document": {"text": TEXT}, "tasks": [
+                                         {"type": "summarize", "target_words": 60},
+                                         {"type": "summarize", "target_words": 90}]}).encode())
+    assert status == 202, accepted
+    job_id = accepted["job_id"]
+    assert functions.deliver("process_jobs") == [{"batchItemFailures": []}]
+    view = job_view(functions, job_id)
+    assert view["orchestrator"] == "stepfunctions" and view["status"] == "RUNNING", view
+    execution_arn = view["execution_arn"]
+    state_machine = f"arn:aws:states:{REGION}:{stage.account}:stateMachine:docpipe-dev-workflow"
+    assert execution_arn == state_machine.replace(":stateMachine:", ":execution:") + f":{job_id}"
+    started = functions.admin_client("stepfunctions").describe_execution(executionArn=execution_arn)
+    assert json.loads(started["input"]) == {"job_id": job_id, "run": job_id}
+
+    # The emulator here does not run executions: each stage is invoked as the state machine would invoke it.
+    state = {"job_id": job_id, "run": job_id}
+    assert functions.host("workflow_validate").invoke({**state, "execution_arn": execution_arn}) == {"tasks": 2}
+    document = functions.host("workflow_extract").invoke(state)
+    for task in (0, 1):
+        for start in document["batches"]:
+            assert functions.host("workflow_map").invoke({**state, "task": task, "start": start}) == {}
+        level = 0
+        while True:
+            reduced = functions.host("workflow_aggregate").invoke({**state, "task": task, "level": level,
+                                                                   "batches": document["batches"]})
+            if reduced["done"]:
+                break
+            level = reduced["level"]
+    assert functions.host("workflow_store").invoke(state) == {"result_key": f"results/{job_id}.json"}
+    view = job_view(functions, job_id)
+    assert view["status"] == "SUCCEEDED", view
+    _, result = functions.api("GET", "/jobs/{job_id}/result", path_parameters={"job_id": job_id})
+    assert [r["task"]["target_words"] for r in result["results"]] == [60, 90]
+    assert result["usage"]["calls"] == sum(r["usage"]["calls"] for r in result["results"]) > 0
+
+    # The stack names the functions Chalice deployed, and its role may invoke them and nothing else.
+    definition = json.loads(functions.admin_client("stepfunctions").describe_state_machine(
+        stateMachineArn=state_machine)["definition"])
+    assert definition["States"]["Validate"]["Resource"] == functions.configurations["workflow_validate"]["FunctionArn"]
 
 
 def test_a_pdf_posted_raw_to_the_packaged_api_is_read_by_the_packaged_worker(functions, no_denials):
@@ -413,8 +459,10 @@ def policy_problems(policy: dict[str, Any], function: str, *, stage_name: str, a
              f"arn:aws:sqs:{REGION}:{account}:docpipe-{stage_name}-jobs-dlq", log_streams,
              f"arn:aws:dynamodb:{REGION}:{account}:table/docpipe-{stage_name}-jobs",
              f"arn:aws:dynamodb:{REGION}:{account}:table/docpipe-{stage_name}-idempotency",
-             f"arn:aws:secretsmanager:{REGION}:{account}:secret:docpipe/{stage_name}/llm-??????"}
-    prefixes = {f"arn:aws:s3:::{bucket}/{p}/*" for p in ("inputs", "results", "uploads", "incoming", "cache", "ocr")}
+             f"arn:aws:secretsmanager:{REGION}:{account}:secret:docpipe/{stage_name}/llm-??????",
+             f"arn:aws:states:{REGION}:{account}:stateMachine:docpipe-{stage_name}-workflow"}
+    prefixes = {f"arn:aws:s3:::{bucket}/{p}/*" for p in ("inputs", "results", "uploads", "incoming", "cache", "ocr",
+                                                         "work")}
     problems, granted = [], {}
     for statement in policy["Statement"]:
         actions = [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]

@@ -200,6 +200,7 @@ def _patch_iam(denials_path: str) -> None:
     from moto.iam import access_control
     from moto.secretsmanager.responses import SecretsManagerResponse
     from moto.sqs.responses import SQSResponse
+    from moto.stepfunctions.responses import StepFunctionResponse
 
     def table_arn(self: Any) -> str:
         table = (getattr(self, "body", None) or {}).get("TableName")
@@ -214,6 +215,10 @@ def _patch_iam(denials_path: str) -> None:
         secret = self.backend.secrets.get(secret_id)  # by name or ARN
         return secret.arn if secret is not None else "*"
 
+    def state_machine_arn(self: Any) -> str:
+        # StartExecution names its state machine; an execution's calls name the execution.
+        return self._get_param("stateMachineArn") or self._get_param("executionArn") or "*"
+
     original_queue_name = SQSResponse._get_queue_name
 
     def queue_name(self: Any) -> str:
@@ -222,6 +227,7 @@ def _patch_iam(denials_path: str) -> None:
     SQSResponse._get_queue_name = queue_name
     DynamoHandler._determine_resource = table_arn
     SecretsManagerResponse._determine_resource = secret_arn
+    StepFunctionResponse._determine_resource = state_machine_arn
     access_control.IAMPolicyStatement._match = staticmethod(_iam_glob)
 
     lock = threading.Lock()
