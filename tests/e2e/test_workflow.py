@@ -70,3 +70,69 @@ def test_multi_task_job_runs_one_branch_per_task_and_answers_in_order(stack):
     assert "summary" in result["results"][0]
     execution = sfn(stack).describe_execution(executionArn=finished["execution_arn"])
     assert execution["status"] == "SUCCEEDED"
+
+
+def test_a_long_single_task_document_goes_to_the_workflow_and_a_short_one_stays_on_the_queue(stack):
+    _, long_job = submit(stack, {"document": {"text": "\f".join(PAGES)}, "task": {"type": "summarize"}})
+    _, short_job = submit(stack, {"document": {"text": PAGES[0]}, "task": {"type": "summarize"}})
+    long_view, short_view = wait_for(stack, long_job["job_id"]), wait_for(stack, short_job["job_id"])
+    assert long_view["status"] == short_view["status"] == "SUCCEEDED", (long_view, short_view)
+    assert long_view["orchestrator"] == "stepfunctions" and long_view["progress"]["chunks_total"] >= 6
+    assert short_view["orchestrator"] == "queue" and "execution_arn" not in short_view
+    _, result = http("GET", f"{stack.api_url}/jobs/{long_job['job_id']}/result")
+    assert result["summary"] and result["document"]["chunks"] == long_view["progress"]["chunks_total"]
+    assert "results" not in result  # a job of one task keeps the one-task result shape
+
+
+def test_a_failing_stage_ends_the_job_failed_with_its_reason_and_the_stage(stack):
+    status, job = submit(stack, {"document": {"pdf_base64": __import__("base64").b64encode(
+        b"%PDF-1.4\n% nothing else\n%%EOF\n").decode()}, "tasks": [{"type": "summarize"}, {"type": "summarize",
+                                                                                          "target_words": 30}]})
+    assert status == 202, job
+    finished = wait_for(stack, job["job_id"])
+    assert finished["status"] == "FAILED"
+    assert finished["error"]["code"] == "corrupt_pdf" and finished["error"]["stage"] == "extract", finished
+    execution = sfn(stack).describe_execution(executionArn=finished["execution_arn"])
+    assert execution["status"] == "FAILED" and execution.get("error") == "JobFailed"
+
+
+def test_a_redelivered_message_finds_the_execution_started_and_starts_none(stack):
+    _, job = submit(stack, {"document": {"text": "\f".join(PAGES)},
+                            "tasks": [{"type": "summarize"}, {"type": "summarize", "target_words": 30}]})
+    finished = wait_for(stack, job["job_id"])
+    assert finished["status"] == "SUCCEEDED"
+    # The same message once more, as SQS may deliver it: the job is finished, nothing starts.
+    sqs = boto3.client("sqs", endpoint_url=stack.emulator.url, region_name="us-east-1",
+                       aws_access_key_id="local", aws_secret_access_key="local")
+    url = sqs.get_queue_url(QueueName="docpipe-local-jobs")["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody=json.dumps({"job_id": job["job_id"]}))
+    machine = finished["execution_arn"].rsplit(":", 1)[0].replace(":execution:", ":stateMachine:")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and int(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[
+            "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"][
+            "ApproximateNumberOfMessages"]):
+        time.sleep(0.2)
+    runs = [e["name"] for e in sfn(stack).list_executions(stateMachineArn=machine)["executions"]
+            if e["name"].startswith(job["job_id"])]
+    assert runs == [job["job_id"]]
+    assert wait_for(stack, job["job_id"])["status"] == "SUCCEEDED"
+
+
+@pytest.mark.parametrize("tasks, code", [
+    ([{"type": "summarize"}], "invalid_task"),
+    ([{"type": "summarize"}] * 6, "invalid_task"),
+    ("summarize", "invalid_task"),
+    ([{"type": "summarize"}, {"type": "extract"}], "invalid_schema"),
+    ([{"type": "summarize"}, {"type": "translate"}], "unknown_task"),
+])
+def test_a_malformed_tasks_list_is_refused_with_a_clear_400(stack, tasks, code):
+    status, body = submit(stack, {"document": {"text": PAGES[0]}, "tasks": tasks})
+    assert status == 400 and body["error"]["code"] == code, body
+    if isinstance(tasks, list) and len(tasks) == 2:
+        assert body["error"]["message"].startswith("tasks[1]: ")
+
+
+def test_task_and_tasks_together_are_refused(stack):
+    status, body = submit(stack, {"document": {"text": PAGES[0]}, "task": {"type": "summarize"},
+                                  "tasks": [{"type": "summarize"}, {"type": "summarize"}]})
+    assert status == 400 and body["error"]["code"] == "invalid_request", body
