@@ -130,3 +130,22 @@ def workflow_store(event, context):
 @app.lambda_function(name="workflow_failed")
 def workflow_failed(event, context):
     return _stage("failed", event, context)
+
+
+# An execution that ends without its last stage (aborted, timed out, failed outside a stage) fails its job: the
+# status change as it happens, and a sweep for any event that never arrived.
+@app.on_cw_event({"source": ["aws.states"], "detail-type": ["Step Functions Execution Status Change"],
+                  "detail": {"status": ["FAILED", "TIMED_OUT", "ABORTED"],
+                             **({"stateMachineArn": [settings.state_machine_arn]} if settings.state_machine_arn
+                                else {})}})
+def workflow_ended(event):
+    from chalicelib.entry.stages import handle_execution_event
+
+    handle_execution_event(event.to_dict(), get_services())
+
+
+@app.schedule(Rate(10, unit=Rate.MINUTES))
+def workflow_sweep(event):
+    from chalicelib.entry.stages import sweep_executions
+
+    return {"failed": sweep_executions(get_services())}

@@ -107,6 +107,7 @@ class StageFacts:
             "DeadLetterQueueArn": self._arn("sqs", f"{prefix}-jobs-dlq"),
             "LlmSecretArn": self.llm_secret_arn,
             "StateMachineArn": self.state_machine_arn,
+            "WorkflowExecutionsArn": self.state_machine_arn.replace(":stateMachine:", ":execution:") + ":*",
             "LogGroupArn": self._arn("logs", "log-group:/aws/lambda/"
                                              + lambda_name(self.app_name, self.stage, function)),
         }

@@ -65,3 +65,26 @@ def run_stage(name: str, event: dict[str, Any], context: Any, services: Services
     except TransientError as error:
         logger.warning("stage failed; the workflow retries it", extra={"error": error.to_dict()})
         raise StageRetryable(json.dumps(error.to_dict())) from None
+
+
+def handle_execution_event(event: dict[str, Any], services: Services) -> bool:
+    """EventBridge's "Step Functions Execution Status Change" for this stage's state machine."""
+    from chalicelib.pipeline import workflow
+
+    detail = event.get("detail") or {}
+    if detail.get("stateMachineArn") != services.settings.state_machine_arn:
+        return False
+    try:
+        job_id = json.loads(detail.get("input") or "{}").get("job_id")
+    except ValueError:
+        job_id = None
+    if not job_id:
+        return False
+    return workflow.execution_ended(services, str(job_id), execution_arn=str(detail.get("executionArn")),
+                                    status=str(detail.get("status")), cause=detail.get("cause") or detail.get("error"))
+
+
+def sweep_executions(services: Services) -> int:
+    from chalicelib.pipeline import workflow
+
+    return workflow.sweep(services)

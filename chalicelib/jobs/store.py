@@ -243,6 +243,24 @@ class JobStore:
             names={"#e": "error"},
         ) is not None
 
+    def on_workflow(self, *, started_before: float, limit: int = 100) -> list[Job]:
+        """RUNNING jobs an execution carries, started before ``started_before``: what the workflow sweep checks.
+
+        A filtered scan: the table holds DOCPIPE_JOB_RETENTION_DAYS of jobs, and the sweep runs every few minutes.
+        """
+        from boto3.dynamodb.conditions import Attr
+
+        found: list[Job] = []
+        request: dict[str, Any] = {"FilterExpression": Attr("status").eq(RUNNING) & Attr("execution_arn").exists()
+                                   & Attr("started_at").lt(_dec(started_before))}
+        while len(found) < limit:
+            page = self._table.scan(**request)
+            found += [_from_item(item) for item in page.get("Items", [])]
+            if "LastEvaluatedKey" not in page:
+                break
+            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return found[:limit]
+
     def withdraw(self, job_id: str) -> None:
         """Remove a job that never reached the queue, so the client's (or S3's) retry can create it afresh."""
         from botocore.exceptions import ClientError

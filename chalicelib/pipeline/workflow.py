@@ -351,3 +351,40 @@ def stage_error(failure: dict[str, Any], stage: str) -> dict[str, Any]:
     if name == "States.Timeout":
         return {"code": "stage_timed_out", "message": f"the {stage} stage did not finish in time", "stage": stage}
     return {"code": "internal_error", "message": f"{name}: {str(message)[:300]}", "stage": stage}
+
+
+# The statuses of an execution that ended without the workflow's own last stage having run.
+ENDED_WITHOUT_OUTCOME = ("FAILED", "TIMED_OUT", "ABORTED")
+
+
+def execution_ended(services: Services, job_id: str, *, execution_arn: str, status: str,
+                    cause: str | None = None) -> bool:
+    """An execution ended ``status`` (EventBridge's status change, or the sweep): its job, if still RUNNING on it,
+    FAILED with the reason and the stage it was in. True when this failed the job."""
+    if status not in ENDED_WITHOUT_OUTCOME:
+        return False
+    job = services.jobs.get(job_id)
+    if job is None or job.finished or job.execution_arn != execution_arn:
+        return False
+    words = {"FAILED": "failed", "TIMED_OUT": "timed out", "ABORTED": "was aborted"}[status]
+    error = {"code": f"execution_{status.lower()}",
+             "message": f"the workflow execution {words} in the {job.stage or 'validate'} stage"
+                        + (f": {cause[:300]}" if cause else ""),
+             "stage": job.stage or "validate"}
+    return services.lifecycle.fail_execution(job_id, execution_arn, error)
+
+
+def sweep(services: Services, *, older_than_seconds: float = 0.0) -> int:
+    """The backstop for a lost status-change event: every RUNNING job whose execution has ended is FAILED.
+    Returns how many it failed."""
+    if services.executions is None:
+        return 0
+    failed_jobs = 0
+    for job in services.jobs.on_workflow(started_before=time.time() - older_than_seconds):
+        assert job.execution_arn is not None
+        status, cause = services.executions.status(job.execution_arn)
+        failed_jobs += execution_ended(services, job.job_id, execution_arn=job.execution_arn, status=status,
+                                       cause=cause)
+    if failed_jobs:
+        logger.warning("workflow sweep failed jobs whose executions had ended", extra={"jobs": failed_jobs})
+    return failed_jobs

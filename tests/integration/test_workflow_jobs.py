@@ -3,6 +3,7 @@ take back, the client's retry as a new run, and what ``GET /jobs/{id}`` shows wh
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 
@@ -82,3 +83,32 @@ def test_without_a_state_machine_a_multi_task_job_is_refused_with_a_422_that_say
         '{"document": {"text": "Lighthouses."}, "tasks": [{"type": "summarize"}, {"type": "summarize"}]}'))
     assert response.status_code == 422, response.body
     assert b"workflow_unavailable" in response.body and b"DOCPIPE_STATE_MACHINE_ARN" in response.body
+
+
+def test_an_aborted_execution_fails_its_job_through_the_status_event_or_else_the_sweep(services, executions,
+                                                                                         monkeypatch):
+    from chalicelib.entry.stages import handle_execution_event, sweep_executions
+
+    monkeypatch.setattr(services, "executions", executions)
+    monkeypatch.setattr(services, "settings", dataclasses.replace(services.settings,
+                                                                  state_machine_arn=executions.state_machine_arn))
+    by_event, by_sweep, still_running = (_running(services) for _ in range(3))
+    for job in (by_event, by_sweep, still_running):
+        arn = executions.start(job.run_name, job.job_id)
+        services.lifecycle.adopt_execution(job.job_id, execution_arn=arn)
+        services.lifecycle.enter_stage(job.job_id, "map", task=0)
+    for job in (by_event, by_sweep):
+        executions._sfn.stop_execution(executionArn=executions.execution_arn(job.job_id), cause="operator")
+
+    event = {"source": "aws.states", "detail-type": "Step Functions Execution Status Change", "detail": {
+        "status": "ABORTED", "stateMachineArn": executions.state_machine_arn, "name": by_event.job_id,
+        "executionArn": executions.execution_arn(by_event.job_id), "input": f'{{"job_id": "{by_event.job_id}"}}'}}
+    assert handle_execution_event(event, services)
+    assert not handle_execution_event(event, services)  # delivered twice: the job is already FAILED
+    assert sweep_executions(services) >= 1
+
+    failed = services.jobs.get(by_event.job_id)
+    assert failed.status == FAILED and failed.error["code"] == "execution_aborted"
+    assert failed.error["stage"] == "map"
+    assert services.jobs.get(by_sweep.job_id).error["code"] == "execution_aborted"
+    assert services.jobs.get(still_running.job_id).status == RUNNING
