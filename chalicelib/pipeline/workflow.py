@@ -201,7 +201,10 @@ class _TaskRun:
 def map_batch(services: Services, job_id: str, *, run: str, task: int, start: int,
               deadline: float | None = None) -> dict[str, Any]:
     """Answer one batch of chunks for task ``task``; ``{"wait_seconds": n}`` when the provider asks to slow down
-    (the circuit is open, or it throttles): the workflow waits, then runs the batch again."""
+    (the circuit is open, or it throttles): the workflow waits, then runs the batch again.
+
+    Chunks a failed or waiting invocation had answered are kept (``.answered.json``) and not asked again.
+    """
     stage = Stage.open(services, job_id, run, "map", task=task, deadline=deadline)
     name = f"task{task}/batch-{start:06d}.json"
     if stage.exists(name):
@@ -209,17 +212,25 @@ def map_batch(services: Services, job_id: str, *, run: str, task: int, start: in
     prepared = _load_document(stage)
     batch = prepared.chunks[start:start + services.settings.step_functions_batch_calls]
     work = _TaskRun(stage, task, prepared)
+    kept = f"task{task}/batch-{start:06d}.answered.json"
+    known: dict[int, list[Any]] = {}
+    if stage.exists(kept):
+        known = {int(i): [work.task.load(a) for a in answers] for i, answers in stage.get(kept)["known"].items()}
+    answered: dict[int, list[Any]] = {}
     try:
         services.llm.refresh()
-        answers = asyncio.run(_map(work, batch))
-    except CircuitOpen:
+        answers = asyncio.run(_map(work, batch, known, answered))
+    except (CircuitOpen, EndpointBusy) as slow:
+        _keep(stage, work, kept, {**known, **answered}, known)
         work.record(f"m{start}")
-        return {"wait_seconds": services.settings.breaker_recovery_seconds}
-    except EndpointBusy as busy:
-        if not busy.throttled:
+        if isinstance(slow, CircuitOpen):
+            return {"wait_seconds": services.settings.breaker_recovery_seconds}
+        if not slow.throttled:
             raise
-        work.record(f"m{start}")
-        return {"wait_seconds": max(1, int(busy.retry_after or services.settings.retry_backoff_seconds))}
+        return {"wait_seconds": max(1, int(slow.retry_after or services.settings.retry_backoff_seconds))}
+    except BaseException:
+        _keep(stage, work, kept, {**known, **answered}, known)
+        raise
     learned: dict[str, Any] = getattr(work.task, "learned", dict)()
     stage.put(name, {"answers": [work.task.dump(a) for a in answers], "warnings": work.warnings,
                      "learned": learned})
@@ -227,13 +238,23 @@ def map_batch(services: Services, job_id: str, *, run: str, task: int, start: in
     return {}
 
 
-async def _map(work: _TaskRun, batch: list[Chunk]) -> list[Any]:
+def _keep(stage: Stage, work: _TaskRun, name: str, answered: dict[int, list[Any]], known: dict[int, list[Any]]) -> None:
+    """What this invocation paid for, for the next one to reuse (only when it adds something)."""
+    if len(answered) > len(known):
+        stage.put(name, {"known": {str(i): [work.task.dump(a) for a in answers] for i, answers in answered.items()}})
+
+
+async def _map(work: _TaskRun, batch: list[Chunk], known: dict[int, list[Any]],
+               answered: dict[int, list[Any]]) -> list[Any]:
+    async def remember(chunk: Chunk, answers: list[Any]) -> None:
+        answered[chunk.index] = answers
+
     try:
         prime = getattr(work.chat, "prime", None)
         if prime is not None:
             await prime()
-        return await map_chunks(work.task, batch, gate=work.gate, known={}, halve=work.halve,
-                                warn=work.warnings.append)
+        return await map_chunks(work.task, batch, gate=work.gate, known=known, halve=work.halve,
+                                on_answer=remember, warn=work.warnings.append)
     finally:
         await work.close()
 

@@ -12,6 +12,7 @@ import pytest
 from devstack.emulator import free_port
 from devstack.http import request as http
 from devstack.stack import LOCAL_DIR, LocalStack
+from tests.support.fake_openai import FakeOpenAI
 from tests.support.pdfs import make_pdf
 
 pytestmark = pytest.mark.e2e
@@ -136,3 +137,33 @@ def test_task_and_tasks_together_are_refused(stack):
     status, body = submit(stack, {"document": {"text": PAGES[0]}, "task": {"type": "summarize"},
                                   "tasks": [{"type": "summarize"}, {"type": "summarize"}]})
     assert status == 400 and body["error"]["code"] == "invalid_request", body
+
+
+LONG_PAGES = [f"Page {n}. " + " ".join(f"Keeper {n}.{i} wound the clockwork, trimmed the wick and logged the weather."
+                                       for i in range(6)) for n in range(1, 41)]
+
+
+def test_a_long_document_through_the_workflow_asks_each_chunk_once_and_waits_when_the_provider_throttles():
+    with FakeOpenAI() as fake:
+        fake.latency = 0.05
+        env = {"OPENAI_BASE_URL": fake.base_url, "OPENAI_API_KEY": "sk-e2e-test", "DOCPIPE_LLM_MAX_ATTEMPTS": "1",
+               "DOCPIPE_CHUNK_TOKENS": "200", "DOCPIPE_CHUNK_OVERLAP_TOKENS": "0",
+               "DOCPIPE_STEP_FUNCTIONS_MIN_CHUNKS": "10", "DOCPIPE_STEP_FUNCTIONS_BATCH_CALLS": "4",
+               "DOCPIPE_LLM_CONCURRENCY": "8"}
+        with LocalStack(api_port=free_port(), emulator_port=free_port(), extra_env=env, worker_timeout=30,
+                        app_log=LOCAL_DIR / "e2e-workflow-openai.log") as stack:
+            # The provider's first answers are 429 with Retry-After: the batches wait (no Lambda runs) and ask again.
+            fake.script([("status", 429, {"Retry-After": "1"})] * 3)
+            _, job = submit(stack, {"document": {"text": "\f".join(LONG_PAGES)}, "task": {"type": "summarize"}})
+            finished = wait_for(stack, job["job_id"], timeout=180)
+            history = sfn(stack).get_execution_history(executionArn=finished["execution_arn"],
+                                                       maxResults=1000)["events"]
+            _, result = http("GET", f"{stack.api_url}/jobs/{job['job_id']}/result")
+        asked = [json.dumps(r["json"]["messages"]) for r in fake.chat_requests]
+    assert finished["status"] == "SUCCEEDED", finished
+    chunks = result["document"]["chunks"]
+    assert chunks >= 10 and finished["orchestrator"] == "stepfunctions"
+    assert any(e["type"] == "WaitStateEntered" for e in history)
+    # Each distinct prompt was answered and paid for once: a chunk answered twice would count twice. (Throttled or
+    # cancelled requests got no answer; they were asked again after the wait.)
+    assert result["usage"]["calls"] == len(set(asked)) < len(asked)
