@@ -19,10 +19,13 @@ BOTO3_PIN := $(shell sed -n 's/^boto3==//p' requirements-deploy.txt)
 
 .PHONY: demo test unit lint typecheck serve bench soak package deploy llm-key clean
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+# The `docpipe` command (cli/, its own project, never in a Lambda package) is installed editable into .venv, with
+# the versions of httpx and rich requirements-dev.txt pins: after `make test` or `make demo` it is .venv/bin/docpipe.
+$(VENV)/.installed: requirements.txt requirements-dev.txt cli/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps -e cli
 	touch $@
 
 $(DEPLOY_VENV)/.installed: requirements.txt requirements-deploy.txt .chalice/python-version

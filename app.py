@@ -2,7 +2,8 @@
 
 Read top to bottom, this file is the list of ways into docpipe: the REST routes, the jobs-queue worker, the
 dead-letter backstop, the S3 upload trigger, the keep-warm schedule and the stages of the Step Functions workflow
-(infra/workflow.asl.json) for long documents and multi-task jobs.
+(infra/workflow.asl.json) for long documents and multi-task jobs. (A job's end goes out as an EventBridge event
+from ``jobs.lifecycle``: an exit, not an entry.)
 """
 
 import functools
@@ -22,6 +23,8 @@ app = Chalice(app_name="docpipe")
 app.api.binary_types.append("application/pdf")
 app.register_middleware(ConvertToMiddleware(functools.partial(logger.inject_lambda_context, clear_state=True)))
 app.register_middleware(ConvertToMiddleware(metrics.log_metrics), "sqs")
+# The upload trigger fails a refused upload's job, which counts a job event it could not publish, if any.
+app.register_middleware(ConvertToMiddleware(metrics.log_metrics), "s3")
 
 # Every route accepts any Content-Type: POST /jobs takes JSON, PDF and text (Chalice refuses a list that mixes
 # binary and text types), and the body's media type is checked in chalicelib, so a client always gets docpipe's
@@ -43,6 +46,18 @@ def openapi():
 def submit_job():
     request, context = app.current_request, app.lambda_context
     return api.guarded(lambda: api.submit_job(request, get_services(), context))
+
+
+@app.route("/jobs", methods=["GET"], content_types=ANY_BODY, api_key_required=settings.require_api_key)
+def list_jobs():
+    request = app.current_request
+    return api.guarded(lambda: api.list_jobs(request, get_services()))
+
+
+@app.route("/uploads", methods=["POST"], content_types=ANY_BODY, api_key_required=settings.require_api_key)
+def create_upload():
+    request = app.current_request
+    return api.guarded(lambda: api.create_upload(request, get_services()))
 
 
 @app.route("/jobs/{job_id}", methods=["GET"], content_types=ANY_BODY, api_key_required=settings.require_api_key)

@@ -11,12 +11,12 @@ to the component that uses it; nothing else builds a client. Handlers ask for ``
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import TYPE_CHECKING
 
 from chalicelib.aws import DocumentStore, Executions, IdempotencyRecords, MapCache, clients, secret_reader
 from chalicelib.config import Settings, get_settings
-from chalicelib.jobs import Intake, JobQueue, JobStore, Lifecycle
+from chalicelib.jobs import Intake, JobEvents, JobQueue, JobStore, Lifecycle
 from chalicelib.llm import LLMEndpoint
 
 if TYPE_CHECKING:  # documents/ loads with the worker only; the API never reads a document
@@ -27,9 +27,10 @@ if TYPE_CHECKING:  # documents/ loads with the worker only; the API never reads 
 class Services:
     """What the handlers work with.
 
-    ``jobs`` is read (a job's view, its result's key); every write to a job goes through ``lifecycle``, which also
-    owns the jobs queue. ``intake`` turns submissions into jobs, ``records`` holds Powertools Idempotency records
-    (``Idempotency-Key``, repeated S3 events), ``llm`` is the endpoint the worker calls. ``map_cache`` and ``ocr``
+    ``jobs`` is read (a job's view, its result's key, a client's list); every write to a job goes through
+    ``lifecycle``, which also owns the jobs queue and announces each job's end. ``intake`` turns submissions into
+    jobs, ``records`` holds Powertools Idempotency records (``Idempotency-Key``, repeated S3 events), ``llm`` is the
+    endpoint the worker calls. ``map_cache`` and ``ocr``
     are None when switched off; ``executions`` starts the Step Functions workflow, None when none is configured.
     """
 
@@ -49,9 +50,12 @@ def build(settings: Settings) -> Services:
     """Every component for ``settings``, each given the clients it uses."""
     s3, sqs, dynamodb = clients.client("s3"), clients.client("sqs"), clients.client("dynamodb")
     jobs = JobStore(clients.table(settings.jobs_table), retention_days=settings.job_retention_days)
+    # The events client is built when a job first ends: the API function, which ends none, never pays for it.
     lifecycle = Lifecycle(jobs, JobQueue(sqs, settings.jobs_queue),
                           retry_backoff_seconds=settings.retry_backoff_seconds,
-                          outage_wait_seconds=settings.breaker_recovery_seconds)
+                          outage_wait_seconds=settings.breaker_recovery_seconds,
+                          events=JobEvents(partial(clients.client, "events"), bus=settings.event_bus,
+                                           stage=settings.stage))
     documents = DocumentStore(s3, settings.bucket)
     records = IdempotencyRecords(dynamodb, settings.idempotency_table, function_name=settings.function_name)
     secret = (secret_reader(clients.client("secretsmanager"), settings.llm_secret_name,

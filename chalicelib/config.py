@@ -26,6 +26,8 @@ class ConfigError(ValueError):
 # A client's id names its folders in the bucket (uploads/<id>/…): letters, digits, "-" and "_" only. API Gateway's
 # API key ids are of this form.
 CLIENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+# An EventBridge bus name as PutEvents takes it ("default" is the account's default bus).
+EVENT_BUS_NAME = re.compile(r"[A-Za-z0-9._\-/]{1,256}")
 
 
 # USD per million tokens (input, output), from the providers' public price lists. DOCPIPE_PRICES adds or
@@ -103,6 +105,10 @@ class Settings:
     state_machine_arn: str | None = None
     step_functions_min_chunks: int = 200
     step_functions_batch_calls: int = 4
+    # Where "Job Succeeded" / "Job Failed" events go (``jobs.events``).
+    event_bus: str = "default"
+    # How long a presigned upload form (``POST /uploads``) may be used.
+    upload_url_seconds: int = 600
 
     @property
     def uses_workflow(self) -> bool:
@@ -190,6 +196,14 @@ def _api_keys(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
             and CLIENT_ID.fullmatch(client) for key, client in table.items()):
         raise ConfigError(problem)
     return tuple(table.items())
+
+
+def _event_bus(env: Mapping[str, str]) -> str:
+    raw = env.get("DOCPIPE_EVENT_BUS", "").strip() or "default"
+    if not EVENT_BUS_NAME.fullmatch(raw):
+        raise ConfigError(f"DOCPIPE_EVENT_BUS must be an EventBridge bus name (letters, digits, . _ - /), got "
+                          f"{raw[:70]!r}")
+    return raw
 
 
 def _ocr(env: Mapping[str, str]) -> str | None:
@@ -286,6 +300,9 @@ def load_settings(env: Mapping[str, str] = os.environ) -> Settings:
         state_machine_arn=_state_machine(env),
         step_functions_min_chunks=_int(env, "DOCPIPE_STEP_FUNCTIONS_MIN_CHUNKS", 200),
         step_functions_batch_calls=_int(env, "DOCPIPE_STEP_FUNCTIONS_BATCH_CALLS", 4, minimum=1, maximum=1_000),
+        event_bus=_event_bus(env),
+        # Short, so a leaked form is soon useless; S3 checks it when the upload starts, not when it ends.
+        upload_url_seconds=_int(env, "DOCPIPE_UPLOAD_URL_SECONDS", 600, minimum=60, maximum=3600),
     )
 
 

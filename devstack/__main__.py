@@ -55,7 +55,8 @@ def emulator(port: int) -> int:
     try:
         app_module = import_app("local", emu.url, 8000)
         provision(emu.url, stage="local", bucket=os.environ["DOCPIPE_BUCKET"],
-                  s3_notifications=[s for s in app_module.app.event_sources if type(s).__name__ == "S3EventConfig"])
+                  s3_notifications=[s for s in app_module.app.event_sources if type(s).__name__ == "S3EventConfig"],
+                  event_bus=os.environ.get("DOCPIPE_EVENT_BUS") or "default")
         print(f"AWS emulator with docpipe's resources on {emu.url}; Ctrl-C stops it.", flush=True)
         while True:
             time.sleep(3600)

@@ -1,4 +1,5 @@
-"""The app process of the local stack: the Chalice routes (as ``chalice local`` serves them) plus the dispatcher.
+"""The app process of the local stack: the Chalice routes (as ``chalice local`` serves them) plus the dispatcher,
+and the printer of job events.
 
 Run as ``python -m devstack app --port 8000 --emulator http://127.0.0.1:4566``; ``devstack serve`` starts it.
 """
@@ -57,12 +58,14 @@ def run(port: int, emulator_url: str, *, stage: str = "local", schedule_seconds:
     from chalice.local import create_local_server
 
     from devstack.dispatcher import Dispatcher
+    from devstack.jobevents import JobEventPrinter
     from devstack.resources import client, provision, provision_workflow
 
     # Idempotent: the first start creates the resources, a restart finds them (and the jobs in them) intact.
-    provision(emulator_url, stage=stage, bucket=os.environ["DOCPIPE_BUCKET"],
-              s3_notifications=[s for s in app_module.app.event_sources if isinstance(s, S3EventConfig)],
-              visibility_timeout=6 * worker_timeout if worker_timeout else None)
+    resources = provision(emulator_url, stage=stage, bucket=os.environ["DOCPIPE_BUCKET"],
+                          s3_notifications=[s for s in app_module.app.event_sources if isinstance(s, S3EventConfig)],
+                          visibility_timeout=6 * worker_timeout if worker_timeout else None,
+                          event_bus=os.environ.get("DOCPIPE_EVENT_BUS") or "default")
     if invoke_port is not None:
         provision_workflow(emulator_url, stage=stage)
     settings = function_settings(stage)
@@ -82,6 +85,7 @@ def run(port: int, emulator_url: str, *, stage: str = "local", schedule_seconds:
     # The emulator knows a function by its deployed name, docpipe-<stage>-<function>.
     invokes = serve_invokes(dispatcher, invoke_port, prefix=f"{app_module.app.app_name}-{stage}-") \
         if invoke_port is not None else None
+    printer = JobEventPrinter(client("sqs", emulator_url), resources.job_events_queue).start()
 
     def shut_down(*_):
         dispatcher.request_stop()
@@ -96,6 +100,7 @@ def run(port: int, emulator_url: str, *, stage: str = "local", schedule_seconds:
         if invokes is not None:
             invokes.shutdown()
         dispatcher.stop()
+        printer.stop()
 
 
 def serve_invokes(dispatcher, port: int, *, prefix: str):

@@ -5,7 +5,8 @@ dashboard, but does not enable TTL, cannot wire bucket notifications, and skips 
 e-mail subscription and the budget, which nothing evaluates locally; TTL and the notifications are applied here
 afterwards. The bucket's
 ``incoming/`` notifications go to a local events queue that the dispatcher turns into S3 events for the app's
-S3 handler — what S3 → Lambda does on AWS.
+S3 handler — what S3 → Lambda does on AWS. A rule on the stage's event bus sends docpipe's job events to a
+queue of their own, which the local stack prints (``devstack.jobevents``): a user's rule on AWS does the same.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class LocalResources:
     jobs_table: str
     idempotency_table: str
     s3_events_queue: str
+    job_events_queue: str
 
 
 ACCOUNT = "123456789012"  # moto's account
@@ -76,7 +78,7 @@ def worker_timeout(stage: str) -> int:
 
 
 def provision(endpoint: str, *, stage: str, bucket: str, s3_notifications: list[Any],
-              visibility_timeout: int | None = None) -> LocalResources:
+              visibility_timeout: int | None = None, event_bus: str = "default") -> LocalResources:
     """Create the stack (once; a second call finds it) and apply what moto's CloudFormation leaves out."""
     cfn = client("cloudformation", endpoint)
     name = f"docpipe-{stage}"
@@ -89,20 +91,34 @@ def provision(endpoint: str, *, stage: str, bucket: str, s3_notifications: list[
             {"ParameterKey": "Stage", "ParameterValue": stage},
             {"ParameterKey": "BucketName", "ParameterValue": bucket},
             {"ParameterKey": "VisibilityTimeoutSeconds", "ParameterValue": str(visibility)},
+            {"ParameterKey": "EventBusName", "ParameterValue": event_bus},
         ])
     outputs = {o["OutputKey"]: o["OutputValue"]
                for o in cfn.describe_stacks(StackName=name)["Stacks"][0].get("Outputs", [])}
     resources = LocalResources(
         bucket=outputs["BucketName"], jobs_queue=outputs["JobsQueueName"],
         dead_letter_queue=outputs["DeadLetterQueueName"], jobs_table=outputs["JobsTableName"],
-        idempotency_table=outputs["IdempotencyTableName"], s3_events_queue=f"docpipe-{stage}-s3-events")
+        idempotency_table=outputs["IdempotencyTableName"], s3_events_queue=f"docpipe-{stage}-s3-events",
+        job_events_queue=f"docpipe-{stage}-job-events")
     dynamodb = client("dynamodb", endpoint)
     dynamodb.update_time_to_live(TableName=resources.jobs_table,
                                  TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"})
     dynamodb.update_time_to_live(TableName=resources.idempotency_table,
                                  TimeToLiveSpecification={"Enabled": True, "AttributeName": "expiration"})
     _wire_notifications(endpoint, resources, s3_notifications)
+    _route_job_events(endpoint, resources, outputs["EventBusName"])
     return resources
+
+
+def _route_job_events(endpoint: str, resources: LocalResources, bus: str) -> None:
+    """The rule a user would write: every docpipe event on the stage's bus, to a queue."""
+    sqs = client("sqs", endpoint)
+    url = sqs.create_queue(QueueName=resources.job_events_queue)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events = client("events", endpoint)
+    events.put_rule(Name=resources.job_events_queue, EventBusName=bus, State="ENABLED",
+                    EventPattern=json.dumps({"source": ["docpipe"]}))
+    events.put_targets(Rule=resources.job_events_queue, EventBusName=bus, Targets=[{"Id": "queue", "Arn": arn}])
 
 
 def _wire_notifications(endpoint: str, resources: LocalResources, s3_notifications: list[Any]) -> None:

@@ -46,6 +46,7 @@ from scripts.stage import (
     StageError,
     StageFacts,
     chalice_config,
+    event_bus_name,
     llm_secret_name,
     load_config,
     rest_api_name,
@@ -221,6 +222,7 @@ def stage_facts(config: Mapping[str, Any], stage: str, *, account: str, partitio
     secret = llm_secret_name(config, stage)
     return StageFacts(stage=stage, account=account, region=region, partition=partition, app_name=config["app_name"],
                       bucket=bucket_name(config, stage, account, region), api_url=api_url,
+                      event_bus=event_bus_name(config, stage),
                       # The secret's ARN ends in six random characters; "??????" is how IAM names exactly it.
                       llm_secret_arn=f"arn:{partition}:secretsmanager:{region}:{account}:secret:{secret}-??????")
 
@@ -314,6 +316,7 @@ def stack_parameters(config: Mapping[str, Any], stage: str, bucket: str) -> dict
         "BucketName": bucket,
         "VisibilityTimeoutSeconds": str(visibility_timeout(config, stage)),
         "DeadLetterVisibilityTimeoutSeconds": str(visibility_timeout(config, stage, DEAD_LETTER_FUNCTION)),
+        "EventBusName": event_bus_name(config, stage),
         **alarm_parameters(config, stage),
     }
 

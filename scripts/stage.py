@@ -85,6 +85,7 @@ class StageFacts:
     llm_secret_arn: str
     api_url: str = ""
     app_name: str = "docpipe"
+    event_bus: str = "default"
 
     def _arn(self, service: str, resource: str) -> str:
         return f"arn:{self.partition}:{service}:{self.region}:{self.account}:{resource}"
@@ -108,6 +109,7 @@ class StageFacts:
             "LlmSecretArn": self.llm_secret_arn,
             "StateMachineArn": self.state_machine_arn,
             "WorkflowExecutionsArn": self.state_machine_arn.replace(":stateMachine:", ":execution:") + ":*",
+            "EventBusArn": self._arn("events", f"event-bus/{self.event_bus}"),
             "LogGroupArn": self._arn("logs", "log-group:/aws/lambda/"
                                              + lambda_name(self.app_name, self.stage, function)),
         }
@@ -122,12 +124,18 @@ def placeholder_facts(config: Mapping[str, Any], stage: str) -> StageFacts:
     secret = llm_secret_name(config, stage) or f"{app_name}/{stage}/llm"
     return StageFacts(stage=stage, account=account, region=region, partition="aws",
                       bucket=f"{app_name}-{stage}-{account}-{region}", app_name=app_name,
+                      event_bus=event_bus_name(config, stage),
                       llm_secret_arn=f"arn:aws:secretsmanager:{region}:{account}:secret:{secret}-??????")
 
 
 def llm_secret_name(config: Mapping[str, Any], stage: str) -> str | None:
     """The secret holding the stage's LLM key, as the worker's configuration names it (DOCPIPE_LLM_SECRET)."""
     return chalice_config(config, stage, "process_jobs").environment_variables.get("DOCPIPE_LLM_SECRET") or None
+
+
+def event_bus_name(config: Mapping[str, Any], stage: str) -> str:
+    """The EventBridge bus the stage's job events go to (DOCPIPE_EVENT_BUS; the account's default bus unless set)."""
+    return chalice_config(config, stage, "process_jobs").environment_variables.get("DOCPIPE_EVENT_BUS") or "default"
 
 
 def render_policy(template: str, values: Mapping[str, str]) -> dict[str, Any]:

@@ -13,13 +13,15 @@ from chalicelib.aws.mapcache import CACHE_PREFIX, SHARED_OWNER, CacheWriter, Map
 from chalicelib.aws.secrets import secret_reader
 from chalicelib.aws.storage import (
     INCOMING_PREFIX,
+    UPLOAD_TYPES,
     DocumentStore,
     StoredObject,
     client_of_upload,
     key_of_client,
+    new_upload_key,
     validate_client_key,
 )
 
-__all__ = ["CACHE_PREFIX", "INCOMING_PREFIX", "SHARED_OWNER", "CacheWriter", "DocumentStore", "Executions",
-           "IdempotencyRecords", "MapCache", "Once", "StoredObject", "client_of_upload", "key_of_client",
-           "map_cache_key", "map_cache_scope", "secret_reader", "validate_client_key"]
+__all__ = ["CACHE_PREFIX", "INCOMING_PREFIX", "SHARED_OWNER", "UPLOAD_TYPES", "CacheWriter", "DocumentStore",
+           "Executions", "IdempotencyRecords", "MapCache", "Once", "StoredObject", "client_of_upload", "key_of_client",
+           "map_cache_key", "map_cache_scope", "new_upload_key", "secret_reader", "validate_client_key"]

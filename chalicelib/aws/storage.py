@@ -5,7 +5,9 @@ Layout of the bucket:
 * ``inputs/{job_id}`` — a document submitted through the API (text or PDF bytes);
 * ``incoming/{client}/…`` — uploads that start a job by themselves (the S3 trigger), for the client named by the
   folder;
-* ``uploads/{client}/…`` — documents staged for a client and referenced from ``POST /jobs`` by ``s3_key``;
+* ``uploads/{client}/…`` — documents staged for a client and referenced from ``POST /jobs`` by ``s3_key``: a
+  client's own upload, through the presigned form ``POST /uploads`` hands out, goes to
+  ``uploads/{client}/{random}/{filename}``;
 * ``results/{job_id}.json`` — the result document of a finished job;
 * ``work/{job_id}/{run}/…`` — what the Step Functions workflow's stages hand each other (chunks, answers).
 
@@ -18,6 +20,8 @@ from __future__ import annotations
 
 import json
 import posixpath
+import re
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +32,9 @@ INCOMING_PREFIX = "incoming/"
 UPLOADS_PREFIX = "uploads/"
 RESULTS_PREFIX = "results/"
 CLIENT_KEY_PREFIXES = (INCOMING_PREFIX, UPLOADS_PREFIX)
+# What a presigned upload may hold: the types the worker reads, each with the extension its key gets.
+UPLOAD_TYPES = {"application/pdf": ".pdf", "text/plain": ".txt", "text/markdown": ".md"}
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,15 @@ def key_of_client(client: str, key: str) -> str:
     return f"{prefix}{client}/{key[len(prefix):]}"
 
 
+def new_upload_key(filename: str | None, content_type: str) -> str:
+    """A fresh key under ``uploads/`` (as the client names it) for one upload: a random folder, so no upload ever
+    replaces another, and the file's name made safe, ending in its type's extension."""
+    extension = UPLOAD_TYPES[content_type]
+    stem = _UNSAFE.sub("-", (filename or "").rsplit("/", 1)[-1]).strip(".-")[:100] or "document"
+    name = stem if stem.lower().endswith(extension) else stem + extension
+    return f"{UPLOADS_PREFIX}{uuid.uuid4().hex}/{name}"
+
+
 def client_of_upload(key: str) -> str | None:
     """The client an object under ``incoming/`` belongs to (its first folder), or None when it names none."""
     from chalicelib.config import CLIENT_ID
@@ -88,6 +104,16 @@ class DocumentStore:
             raise
         return StoredObject(key, int(response["ContentLength"]), response.get("ContentType"),
                             dict(response.get("Metadata") or {}), response.get("ETag", "").strip('"'))
+
+    def upload_form(self, key: str, content_type: str, *, max_bytes: int, expires_in: int) -> dict[str, Any]:
+        """A presigned POST (``{"url", "fields"}``) for exactly ``key``: S3 itself refuses another key, another
+        Content-Type, an empty file or one over ``max_bytes`` (the policy's ``content-length-range``), and the form
+        once ``expires_in`` seconds have passed. It is signed with this function's credentials, which must allow
+        ``s3:PutObject`` on the key."""
+        return self._s3.generate_presigned_post(
+            Bucket=self.bucket, Key=key, Fields={"Content-Type": content_type},
+            Conditions=[{"Content-Type": content_type}, ["content-length-range", 1, max_bytes]],
+            ExpiresIn=expires_in)
 
     def tag_with_job(self, key: str, job_id: str) -> None:
         """Mark an uploaded object with the job it started, so the uploader can find the job.

@@ -23,13 +23,17 @@ chosen here (``Message.AGAIN``). Who calls what::
                   enter_stage(job_id, ...)    where the execution is; None once the job has finished
                   workflow_chunks, succeed_workflow   the chunk count; RUNNING → SUCCEEDED
                   record_workflow(job_id,...) what a stage answered and spent
-                  succeed / fail_in_stage     RUNNING → SUCCEEDED | FAILED, the failure naming its stage
-                  fail_execution(job_id, ...) the execution ended without an outcome (aborted, timed out, failed):
-                                              FAILED with its reason, unless a later run carries the job
+                  fail_execution(job_id, ...) a stage failed for good (its Catch), or the execution ended without an
+                                              outcome (aborted, timed out): FAILED with the reason and the stage,
+                                              unless a later run (the client's retry) carries the job
+
+Every move into SUCCEEDED or FAILED is announced once, right after its write, as a ``Job Succeeded`` / ``Job
+Failed`` event (``JobEvents``); an announcement that fails is logged and counted, and changes nothing of the job.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import time
 from collections.abc import Callable, Mapping
@@ -37,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chalicelib.errors import JobFailure, ServiceUnavailable
+from chalicelib.jobs.events import JobEvents
 from chalicelib.jobs.model import RUNNING, Job
 from chalicelib.jobs.queue import Delivery, JobQueue
 from chalicelib.jobs.store import JobStore
@@ -85,9 +90,10 @@ class Lifecycle:
     """The job rows of ``store`` and the messages of ``queue``, moved together by the rules above."""
 
     def __init__(self, store: JobStore, queue: JobQueue, *, retry_backoff_seconds: int, outage_wait_seconds: int,
-                 clock: Callable[[], float] = time.time) -> None:
+                 events: JobEvents | None = None, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.queue = queue
+        self.events = events
         self._backoff = retry_backoff_seconds
         self._outage_wait = min(_LONGEST_WAIT, outage_wait_seconds)
         self._clock = clock
@@ -113,7 +119,8 @@ class Lifecycle:
     def record_refused(self, job: Job) -> None:
         """Record a submission refused after the fact (an upload's bad metadata): FAILED with ``job.error`` at once,
         never queued."""
-        self.store.create(job)
+        if self.store.create(job):
+            self._ended(dataclasses.replace(job, finished_at=job.created_at))  # as the row records it
 
     def retry(self, job_id: str) -> bool:
         """A client's retry: a FAILED job back to QUEUED, its error cleared, and queued again; False if not FAILED."""
@@ -156,10 +163,11 @@ class Lifecycle:
         """RUNNING → SUCCEEDED; False when the job finished elsewhere while this attempt ran (its result is kept)."""
         stored = self.store.mark_succeeded(attempt.job_id, result_key=result_key, usage=usage, warnings=warnings,
                                            timings=timings, chunks_total=chunks_total)
-        if not stored:
+        if stored is None:
             logger.warning("job finished elsewhere while this attempt ran; its result was kept")
             return False
         metrics.add_metric(name="JobsSucceeded", unit="Count", value=1)
+        self._ended(stored)
         return True
 
     def hand_over(self, attempt: Attempt, *, execution_arn: str) -> bool:
@@ -183,10 +191,12 @@ class Lifecycle:
     def succeed_workflow(self, job_id: str, *, result_key: str, usage: dict[str, Any], warnings: list[str],
                          timings: dict[str, float], chunks_total: int) -> bool:
         """RUNNING → SUCCEEDED at the workflow's last stage; False when the job had finished already."""
-        if not self.store.mark_succeeded(job_id, result_key=result_key, usage=usage, warnings=warnings,
-                                         timings=timings, chunks_total=chunks_total):
+        stored = self.store.mark_succeeded(job_id, result_key=result_key, usage=usage, warnings=warnings,
+                                           timings=timings, chunks_total=chunks_total)
+        if stored is None:
             return False
         metrics.add_metric(name="JobsSucceeded", unit="Count", value=1)
+        self._ended(stored)
         return True
 
     def enter_stage(self, job_id: str, stage: str, *, task: int | None = None) -> Job | None:
@@ -198,29 +208,22 @@ class Lifecycle:
         """A stage's progress and what it spent, shown while the job runs and counted against its budget."""
         self.store.record_workflow(job_id, progress=progress, spend=spend)
 
-    def fail_in_stage(self, job_id: str, error: dict[str, Any], *, usage: dict[str, Any] | None = None,
-                      warnings: list[str] | None = None) -> bool:
-        """RUNNING → FAILED in a workflow stage; ``error`` names the stage. False if the job had finished already."""
-        if not self.store.mark_failed(job_id, error, usage=usage, warnings=warnings):
-            return False
-        logger.warning("job failed in the workflow", extra={"job_id": job_id, "error": error})
-        metrics.add_metric(name="JobsFailed", unit="Count", value=1)
-        return True
-
     def fail_execution(self, job_id: str, execution_arn: str, error: dict[str, Any]) -> bool:
         """The execution that carries the job ended without an outcome: FAILED with its reason. False when the job
         finished already, or a later run (after the client's retry) carries it."""
-        if not self.store.mark_failed_for_execution(job_id, execution_arn, error):
+        failed = self.store.mark_failed_for_execution(job_id, execution_arn, error)
+        if failed is None:
             return False
         logger.error("job failed: its workflow execution ended without an outcome",
                      extra={"job_id": job_id, "execution_arn": execution_arn, "error": error})
         metrics.add_metric(name="JobsFailed", unit="Count", value=1)
+        self._ended(failed)
         return True
 
     def fail(self, attempt: Attempt, failure: JobFailure, *, usage: dict[str, Any], warnings: list[str]) -> None:
         """RUNNING → FAILED for a reason no retry can change, with what the attempt spent and found."""
         logger.warning("job failed", extra={"error": failure.to_dict()})
-        self.store.mark_failed(attempt.job_id, failure.to_dict(), usage=usage, warnings=warnings)
+        self._ended(self.store.mark_failed(attempt.job_id, failure.to_dict(), usage=usage, warnings=warnings))
         metrics.add_metric(name="JobsFailed", unit="Count", value=1)
 
     # --- a delivery without an outcome ------------------------------------------------------------------------------
@@ -247,7 +250,7 @@ class Lifecycle:
         self._keep_spend(attempt)
         if delivery.receives >= self.queue.max_receive_count():
             logger.error("job failed on its last delivery", extra={"error": error, "receives": delivery.receives})
-            self.store.mark_failed(job_id, error)
+            self._ended(self.store.mark_failed(job_id, error))
             metrics.add_metric(name="JobsFailed", unit="Count", value=1)
             return Message.DONE
         backoff = min(_LONGEST_WAIT, self._backoff * 2 ** (delivery.receives - 1))
@@ -270,8 +273,8 @@ class Lifecycle:
         if job is None or job.finished:
             return Message.DONE
         if self._clock() - job.created_at > OUTAGE_MAX_WAIT_SECONDS:
-            self.store.mark_failed(job_id, {"code": "llm_unavailable", "message": "the LLM provider stayed "
-                                            "unavailable for hours; the job gave up"})
+            self._ended(self.store.mark_failed(job_id, {"code": "llm_unavailable", "message": "the LLM provider "
+                                                        "stayed unavailable for hours; the job gave up"}))
             return Message.DONE
         delay = self._outage_wait
         self.store.release(job_id, {"code": "llm_unavailable", "message": f"the LLM provider is failing; the job "
@@ -293,8 +296,15 @@ class Lifecycle:
         error = job.last_error or {"code": "delivery_exhausted",
                                    "message": "every delivery of this job ended without a result (the worker "
                                               "crashed or timed out)"}
-        if self.store.mark_failed(job_id, error):
+        failed = self.store.mark_failed(job_id, error)
+        if failed is not None:
             logger.error("job failed from the dead-letter queue", extra={"job_id": job_id, "error": error})
+            self._ended(failed)
+
+    def _ended(self, job: Job | None) -> None:
+        """Announce a job that has just ended (None: the write found it already ended, and so announced)."""
+        if job is not None and self.events is not None:
+            self.events.job_ended(job)
 
     def _keep_spend(self, attempt: Attempt | None) -> None:
         """An attempt that ends without an outcome keeps what it paid for on the job's row."""

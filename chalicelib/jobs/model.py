@@ -100,9 +100,9 @@ class Job:
             "orchestrator": self.orchestrator,
             "progress": self._progress(),
             "attempts": self.attempts,
-            "created_at": _iso(self.created_at),
-            "started_at": _iso(self.started_at),
-            "finished_at": _iso(self.finished_at),
+            "created_at": iso_time(self.created_at),
+            "started_at": iso_time(self.started_at),
+            "finished_at": iso_time(self.finished_at),
             "timings": self.timings,
             # Until the job ends, what its attempts have spent so far.
             "usage": self.usage or (total_spend(self.spend) if self.spend else {}),
@@ -118,6 +118,22 @@ class Job:
             view["last_error"] = self.last_error
         return view
 
+    def to_summary(self) -> dict[str, Any]:
+        """What ``GET /jobs`` lists of a job: enough to pick one out, from what the jobs table's client index holds."""
+        summary: dict[str, Any] = {
+            "job_id": self.job_id,
+            "status": self.status,
+            "task": (self.task or {}).get("type"),
+            "source": self.source,
+            "filename": (self.document or {}).get("filename"),
+            "progress": {"chunks_done": self.chunks_done, "chunks_total": self.chunks_total},
+            "created_at": iso_time(self.created_at),
+            "finished_at": iso_time(self.finished_at),
+        }
+        if self.error:
+            summary["error"] = self.error
+        return summary
+
     def _progress(self) -> dict[str, Any]:
         if self.orchestrator != STEP_FUNCTIONS or self.finished:
             return {"chunks_done": self.chunks_done, "chunks_total": self.chunks_total}
@@ -129,7 +145,8 @@ class Job:
         return progress
 
 
-def _iso(ts: float | None) -> str | None:
+def iso_time(ts: float | None) -> str | None:
+    """A timestamp as the API shows it: ISO 8601 in UTC, to the millisecond."""
     if ts is None:
         return None
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"

@@ -23,6 +23,11 @@ from typing import Any
 from chalicelib.jobs.model import FAILED, QUEUE, QUEUED, RUNNING, STEP_FUNCTIONS, SUCCEEDED, Job
 
 _JSON_FIELDS = ("task", "document", "usage", "warnings", "error", "last_error", "timings", "tasks")
+# The jobs table's index of each client's jobs by creation time (infra/template.json): what GET /jobs reads.
+CLIENT_INDEX = "client-created"
+# Rows one listing query examines when it filters by status (the rest are left to the next page).
+_FILTERED_WINDOW = 100
+_MAX_QUERIES = 5
 
 
 def _plain(value: Any) -> Any:
@@ -63,7 +68,6 @@ class JobStore:
             "job_id": job.job_id,
             "status": job.status,
             "source": job.source,
-            "client": job.client,
             "created_at": _dec(job.created_at),
             "chunks_done": 0,
             "attempts": 0,
@@ -75,6 +79,9 @@ class JobStore:
         }
         if job.tasks:
             item["tasks"] = json.dumps(job.tasks)
+        if job.client:
+            # A key of the client index, which takes no empty string: a row without one is simply not listed.
+            item["client"] = job.client
         if job.error:
             # A submission refused after the fact (bad upload metadata) is recorded FAILED in the same write.
             item.update({"error": json.dumps(job.error), "finished_at": _dec(job.created_at)})
@@ -131,8 +138,43 @@ class JobStore:
             if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
                 raise
 
+    def list_for_client(self, client: str, *, status: str | None = None, limit: int = 20,
+                        after: tuple[str, str] | None = None) -> tuple[list[Job], tuple[str, str] | None]:
+        """``client``'s jobs, newest first, from the client index (never a scan), and where the next page starts.
+
+        ``after`` is a position a previous page returned: (created_at, job_id) of its last row. The query's key is
+        always ``client``, so no position reaches another client's rows. A status filter reads at most
+        ``_MAX_QUERIES`` windows of rows: a page may then hold fewer than ``limit`` jobs and still have a next one.
+        """
+        start: dict[str, Any] | None = (None if after is None else
+                                        {"job_id": after[1], "client": client, "created_at": Decimal(after[0])})
+        found: list[dict[str, Any]] = []
+        for _ in range(_MAX_QUERIES):
+            names, values = {"#c": "client"}, {":c": client}
+            request: dict[str, Any] = {"IndexName": CLIENT_INDEX, "KeyConditionExpression": "#c = :c",
+                                       "ScanIndexForward": False}
+            if status:
+                names["#s"], values[":s"] = "status", status
+                request.update(FilterExpression="#s = :s", Limit=_FILTERED_WINDOW)
+            else:
+                request["Limit"] = limit + 1 - len(found)  # one more than the page: is there a next one?
+            if start:
+                request["ExclusiveStartKey"] = start
+            answer = self._table.query(ExpressionAttributeNames=names, ExpressionAttributeValues=values, **request)
+            for item in answer["Items"]:
+                found.append(item)
+                if len(found) > limit:
+                    last = found[limit - 1]
+                    return [_from_item(i) for i in found[:limit]], (str(last["created_at"]), last["job_id"])
+            start = answer.get("LastEvaluatedKey")
+            if not start:
+                return [_from_item(i) for i in found], None
+        assert start is not None  # the loop returned when the index had no more rows
+        return [_from_item(i) for i in found], (str(start["created_at"]), start["job_id"])
+
     def mark_succeeded(self, job_id: str, *, result_key: str, usage: dict, warnings: list[str],
-                       timings: dict[str, float], chunks_total: int) -> bool:
+                       timings: dict[str, float], chunks_total: int) -> Job | None:
+        """RUNNING → SUCCEEDED; the finished row, or None when the job was not RUNNING (it finished elsewhere)."""
         return self._update(
             job_id,
             "SET #s = :done, finished_at = :now, result_key = :key, #u = :usage, #w = :w, "
@@ -143,11 +185,11 @@ class JobStore:
              ":usage": json.dumps(usage), ":w": json.dumps(warnings), ":timings": json.dumps(timings),
              ":total": chunks_total, ":zero": 0},
             names={"#u": "usage", "#w": "warnings", "#t": "timings"},
-        ) is not None
+        )
 
     def mark_failed(self, job_id: str, error: dict[str, str], *, usage: dict | None = None,
-                    warnings: list[str] | None = None) -> bool:
-        """Finish the job as FAILED with a reason; False if it had already finished."""
+                    warnings: list[str] | None = None) -> Job | None:
+        """Finish the job as FAILED with a reason; the finished row, or None if it had already finished."""
         values: dict[str, Any] = {":failed": FAILED, ":done": SUCCEEDED, ":now": _dec(self._clock()),
                                   ":error": json.dumps(error), ":zero": 0}
         extra = ""
@@ -164,7 +206,7 @@ class JobStore:
             values,
             names={"#e": "error", **({"#u": "usage"} if usage is not None else {}),
                    **({"#w": "warnings"} if warnings is not None else {})},
-        ) is not None
+        )
 
     def extend_lease(self, job_id: str, seconds: float, *, spend: tuple[int, dict[str, Any]] | None = None) -> bool:
         """The worker's heartbeat: keep holding a job it is still working on, and record ``(attempt, spend)``."""
@@ -231,9 +273,9 @@ class JobStore:
                          "#s = :running AND attribute_exists(workflow_progress) AND attribute_exists(spend)", values,
                          names=names)
 
-    def mark_failed_for_execution(self, job_id: str, execution_arn: str, error: dict[str, Any]) -> bool:
+    def mark_failed_for_execution(self, job_id: str, execution_arn: str, error: dict[str, Any]) -> Job | None:
         """FAILED with ``error``, only while the execution ``execution_arn`` carries the RUNNING job (not a later
-        run's, after a client's retry); False otherwise."""
+        run's, after a client's retry): the finished row, else None."""
         return self._update(
             job_id,
             "SET #s = :failed, finished_at = :now, #e = :error, lease_until = :zero",
@@ -241,7 +283,7 @@ class JobStore:
             {":failed": FAILED, ":running": RUNNING, ":now": _dec(self._clock()), ":error": json.dumps(error),
              ":zero": 0, ":arn": execution_arn},
             names={"#e": "error"},
-        ) is not None
+        )
 
     def on_workflow(self, *, started_before: float, limit: int = 100) -> list[Job]:
         """RUNNING jobs an execution carries, started before ``started_before``: what the workflow sweep checks.

@@ -138,6 +138,10 @@ def test_make_package_builds_and_checks_the_artefacts_without_aws_credentials(tm
     assert sizes["deployment.zip"] < 1_000_000 < sizes["layer-deployment.zip"]  # a code change uploads kilobytes
     with zipfile.ZipFile(build / "deployment.zip") as function:
         assert "app.py" in function.namelist() and not any(".pyc" in n for n in function.namelist())
+        assert not any(n.startswith(("cli/", "docpipe_cli/")) for n in function.namelist())  # the command stays out
+    with zipfile.ZipFile(build / "layer-deployment.zip") as layer:
+        # (httpx is there: the openai SDK is built on it)
+        assert not any(f"/{package}/" in n for n in layer.namelist() for package in ("rich", "docpipe_cli"))
     template = json.loads((build / "chalice.tf.json").read_text())
     functions = template["resource"]["aws_lambda_function"]
     assert len(functions) == 5 and {f["runtime"] for f in functions.values()} == {f"python{pinned}"}

@@ -23,6 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from scripts.stage import RESOURCE_WIDE_ACTIONS
@@ -336,6 +337,34 @@ def test_a_pdf_posted_raw_to_the_packaged_api_is_read_by_the_packaged_worker(fun
     assert view["progress"]["chunks_total"] >= 1
 
 
+def test_a_presigned_upload_becomes_a_listed_job_whose_end_reaches_the_bus(functions, stage, emulator, no_denials):
+    """POST /uploads signs with the API's role (s3:PutObject on uploads/), GET /jobs queries the client index, and
+    the worker's Job Succeeded event goes to the stage's bus: each under IAM, none denied."""
+    sqs, events = functions.admin_client("sqs"), functions.admin_client("events")
+    queue = sqs.create_queue(QueueName="rehearsal-job-events")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.put_rule(Name="rehearsal-job-ends", EventPattern=json.dumps({"source": ["docpipe"]}))
+    events.put_targets(Rule="rehearsal-job-ends", Targets=[{"Id": "queue", "Arn": arn}])
+    status, form = functions.api("POST", "/uploads", headers={"Content-Type": "application/json"},
+                                 body=json.dumps({"filename": "lighthouse.pdf"}).encode())
+    assert status == 201, form
+    with emulator.without_iam():  # moto cannot authorise a form post (S3 checks the form's own signature)
+        posted = httpx.post(form["url"], data=form["fields"],
+                            files={"file": ("lighthouse.pdf", SAMPLE_PDF.read_bytes(), "application/pdf")})
+    assert posted.status_code in (200, 204), posted.text
+    status, accepted = functions.api("POST", "/jobs", headers={"Content-Type": "application/json"},
+                                     body=json.dumps({**form["submit"], "task": {"type": "summarize"}}).encode())
+    assert status == 202, accepted
+
+    assert functions.deliver("process_jobs") == [{"batchItemFailures": []}]
+    status, listed = functions.api("GET", "/jobs", query={"limit": "1"})
+    assert status == 200, listed
+    assert [j["job_id"] for j in listed["jobs"]] == [accepted["job_id"]] and listed["jobs"][0]["status"] == "SUCCEEDED"
+    messages = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
+    announced = [json.loads(m["Body"]) for m in messages]
+    assert [(e["detail-type"], e["detail"]["job_id"]) for e in announced] == [("Job Succeeded", accepted["job_id"])]
+
+
 def test_an_upload_to_incoming_is_tagged_with_its_job_which_succeeds(functions, stage, no_denials):
     s3 = functions.admin_client("s3")
     # The client's folder is its API key's id: the job is then that client's, as its GET below must find.
@@ -487,10 +516,13 @@ def policy_problems(policy: dict[str, Any], function: str, *, stage_name: str, a
     exact = {f"arn:aws:s3:::{bucket}", f"arn:aws:sqs:{REGION}:{account}:docpipe-{stage_name}-jobs",
              f"arn:aws:sqs:{REGION}:{account}:docpipe-{stage_name}-jobs-dlq", log_streams,
              f"arn:aws:dynamodb:{REGION}:{account}:table/docpipe-{stage_name}-jobs",
+             f"arn:aws:dynamodb:{REGION}:{account}:table/docpipe-{stage_name}-jobs/index/client-created",
              f"arn:aws:dynamodb:{REGION}:{account}:table/docpipe-{stage_name}-idempotency",
              f"arn:aws:secretsmanager:{REGION}:{account}:secret:docpipe/{stage_name}/llm-??????",
              f"arn:aws:states:{REGION}:{account}:stateMachine:docpipe-{stage_name}-workflow",
-             f"arn:aws:states:{REGION}:{account}:execution:docpipe-{stage_name}-workflow:*"}
+             f"arn:aws:states:{REGION}:{account}:execution:docpipe-{stage_name}-workflow:*",
+             # The stage's bus for job events: the account's default one unless the stage names its own.
+             f"arn:aws:events:{REGION}:{account}:event-bus/default"}
     prefixes = {f"arn:aws:s3:::{bucket}/{p}/*" for p in ("inputs", "results", "uploads", "incoming", "cache", "ocr",
                                                          "work")}
     problems, granted = [], {}

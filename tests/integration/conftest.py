@@ -21,6 +21,8 @@ os.environ.update(
     DOCPIPE_STAGE=STAGE, DOCPIPE_BUCKET=BUCKET,
     # As the local stage: a request without an API key acts as the client "local".
     DOCPIPE_KEYLESS_CLIENT="local",
+    # Job events on a bus of their own, as the local stage: other tests' rules on the default bus stay apart.
+    DOCPIPE_EVENT_BUS="docpipe-test",
     # Tests drain the jobs queue often; AWS (and strict moto) allow one purge a minute.
     MOTO_SQS_ENFORCE_STRICT_QUEUE_PURGE_BEHAVIOUR="false",
 )
@@ -50,7 +52,7 @@ import app as docpipe_app
 from devstack.resources import provision
 
 # A short visibility timeout so redelivery can be observed within a test.
-RESOURCES = provision(EMULATOR_URL, stage=STAGE, bucket=BUCKET, visibility_timeout=2,
+RESOURCES = provision(EMULATOR_URL, stage=STAGE, bucket=BUCKET, visibility_timeout=2, event_bus="docpipe-test",
                       s3_notifications=[s for s in docpipe_app.app.event_sources if isinstance(s, S3EventConfig)])
 
 

@@ -41,7 +41,7 @@ def test_a_finished_job_never_changes_again(store):
     store.claim(job_id, 60)
     assert store.mark_succeeded(job_id, result_key="results/x.json", usage={}, warnings=[], timings={},
                                 chunks_total=1)
-    assert store.mark_failed(job_id, {"code": "late", "message": "too late"}) is False
+    assert store.mark_failed(job_id, {"code": "late", "message": "too late"}) is None
     assert store.claim(job_id, 60) is None
     assert store.get(job_id).status == SUCCEEDED
 

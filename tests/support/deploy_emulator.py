@@ -12,12 +12,15 @@ differs from plain moto 5.2.5 where moto differs from AWS in a way the deploy or
   at once), API Gateway applies ``UpdateIntegration``'s ``replace /uri``, and Cost Explorer lists and activates
   cost-allocation tags (every tag key the deploy asks about is known, inactive until activated): the deploy's
   provisioned-concurrency and cost-allocation steps call them, and moto implements none of them;
+* EventBridge matches no event put on a bus to a rule that only has a schedule (moto treats the missing pattern
+  as one that matches everything, and then fails the ``PutEvents`` on the keep-warm rule's Lambda target, which it
+  cannot invoke);
 * Lambda never reuses the number of a deleted version (moto numbers a new one after the count of those left, and so
   overwrites the newest once the deploy has deleted old ones);
-* IAM enforcement (switched on with ``POST /moto-api/reset-auth`` ``0``) checks the *resource* of DynamoDB and
-  Secrets Manager calls too, where moto checks only the action, and of SQS ``GetQueueUrl`` (moto knows the queue
-  only from a queue URL), and matches ``*`` and ``?`` in policy resources the way IAM does (moto turns the pattern
-  into an unescaped regular expression);
+* IAM enforcement (switched on with ``POST /moto-api/reset-auth`` ``0``) checks the *resource* of DynamoDB (an
+  index's own ARN for a query of it), Secrets Manager and EventBridge ``PutEvents`` calls too (the event bus), where
+  moto checks only the action, and of SQS ``GetQueueUrl`` (moto knows the queue only from a queue URL), and matches
+  ``*`` and ``?`` in policy resources the way IAM does (moto turns the pattern into an unescaped regular expression);
 * every request IAM denies is appended to ``--denials`` as one JSON line (principal, action, resource), so a test
   can prove that nothing was denied instead of hoping the code under test did not swallow an AccessDenied.
 """
@@ -190,6 +193,19 @@ def _patch_cost_allocation_tags() -> None:
     CostExplorerResponse.update_cost_allocation_tags_status = update_tags
 
 
+def _patch_scheduled_rules() -> None:
+    from moto.events.models import Rule
+
+    original = Rule.send_to_targets
+
+    def send_to_targets(self: Any, event: Any, transform_input: bool = True) -> None:
+        if self.scheduled_expression and not self.event_pattern._pattern:
+            return  # a schedule's rule fires on its schedule only, never for an event put on its bus
+        original(self, event, transform_input)
+
+    Rule.send_to_targets = send_to_targets
+
+
 def _iam_glob(pattern: str, value: str) -> re.Match[str] | None:
     regex = "".join(".*" if ch == "*" else "." if ch == "?" else re.escape(ch) for ch in pattern)
     return re.match(f"^{regex}$", value)
@@ -197,16 +213,19 @@ def _iam_glob(pattern: str, value: str) -> re.Match[str] | None:
 
 def _patch_iam(denials_path: str) -> None:
     from moto.dynamodb.responses import DynamoHandler
+    from moto.events.responses import EventsHandler
     from moto.iam import access_control
     from moto.secretsmanager.responses import SecretsManagerResponse
     from moto.sqs.responses import SQSResponse
     from moto.stepfunctions.responses import StepFunctionResponse
 
     def table_arn(self: Any) -> str:
-        table = (getattr(self, "body", None) or {}).get("TableName")
+        body = getattr(self, "body", None) or {}
+        table, index = body.get("TableName"), body.get("IndexName")
         if not table:
             return "*"
-        return f"arn:aws:dynamodb:{self.region}:{self.current_account}:table/{table}"
+        arn = f"arn:aws:dynamodb:{self.region}:{self.current_account}:table/{table}"
+        return f"{arn}/index/{index}" if index else arn  # a query of an index is authorised on the index
 
     def secret_arn(self: Any) -> str:
         secret_id = self._get_param("SecretId")
@@ -218,6 +237,12 @@ def _patch_iam(denials_path: str) -> None:
     def state_machine_arn(self: Any) -> str:
         # StartExecution names its state machine; an execution's calls name the execution.
         return self._get_param("stateMachineArn") or self._get_param("executionArn") or "*"
+    def bus_arn(self: Any) -> str:
+        buses = {entry.get("EventBusName") or "default" for entry in self._get_param("Entries") or []}
+        if len(buses) != 1:
+            return "*"
+        bus = buses.pop()
+        return bus if bus.startswith("arn:") else f"arn:aws:events:{self.region}:{self.current_account}:event-bus/{bus}"
 
     original_queue_name = SQSResponse._get_queue_name
 
@@ -228,6 +253,7 @@ def _patch_iam(denials_path: str) -> None:
     DynamoHandler._determine_resource = table_arn
     SecretsManagerResponse._determine_resource = secret_arn
     StepFunctionResponse._determine_resource = state_machine_arn
+    EventsHandler._determine_resource = bus_arn
     access_control.IAMPolicyStatement._match = staticmethod(_iam_glob)
 
     lock = threading.Lock()
@@ -256,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     _patch_version_numbers()
     _patch_update_integration()
     _patch_cost_allocation_tags()
+    _patch_scheduled_rules()
     _patch_iam(args.denials)
     from moto.server import ThreadedMotoServer
 

@@ -7,6 +7,7 @@ store answers as those conditions do.
 
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import replace
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 
 from chalicelib.errors import JobFailure, ServiceUnavailable
-from chalicelib.jobs import FAILED, QUEUED, RUNNING, SUCCEEDED, Delivery, Heartbeat, Job, Lifecycle, Message
+from chalicelib.jobs import FAILED, QUEUED, RUNNING, SUCCEEDED, Delivery, Heartbeat, Job, JobEvents, Lifecycle, Message
 from chalicelib.llm import Usage
 
 NOW = 1_800_000_000.0
@@ -55,20 +56,20 @@ class Store:
         self.calls.append(("release", error))
         self.jobs[job_id] = replace(self.jobs[job_id], last_error=error, lease_until=0)
 
-    def mark_failed(self, job_id: str, error: dict[str, str], **found: Any) -> bool:
+    def mark_failed(self, job_id: str, error: dict[str, str], **found: Any) -> Job | None:
         job = self.jobs.get(job_id)
         if job is None or job.finished:
-            return False
+            return None
         self.calls.append(("mark_failed", error))
-        self.jobs[job_id] = replace(job, status=FAILED, error=error)
-        return True
+        self.jobs[job_id] = replace(job, status=FAILED, error=error, finished_at=NOW)
+        return self.jobs[job_id]
 
-    def mark_succeeded(self, job_id: str, **outcome: Any) -> bool:
+    def mark_succeeded(self, job_id: str, **outcome: Any) -> Job | None:
         job = self.jobs.get(job_id)
         if job is None or job.status != RUNNING:
-            return False
-        self.jobs[job_id] = replace(job, status=SUCCEEDED, result_key=outcome["result_key"])
-        return True
+            return None
+        self.jobs[job_id] = replace(job, status=SUCCEEDED, result_key=outcome["result_key"], finished_at=NOW)
+        return self.jobs[job_id]
 
     def withdraw(self, job_id: str) -> None:
         self.calls.append(("withdraw", job_id))
@@ -95,14 +96,34 @@ class Queue:
         return self._max_receives
 
 
-def lifecycle(store: Store, queue: Queue) -> Lifecycle:
+class Events:
+    """The job events published, as (detail-type, job id, status); ``fails`` makes EventBridge refuse them all."""
+
+    def __init__(self, *, fails: bool = False) -> None:
+        self.published: list[tuple[str, str, str]] = []
+        self._fails = fails
+        self.calls = 0
+
+    def put_events(self, Entries: list[dict[str, Any]]) -> dict[str, Any]:
+        self.calls += 1
+        if self._fails:
+            raise ConnectionError("EventBridge is unreachable")
+        for entry in Entries:
+            detail = json.loads(entry["Detail"])
+            self.published.append((entry["DetailType"], detail["job_id"], detail["status"]))
+        return {"FailedEntryCount": 0, "Entries": [{"EventId": "e"} for _ in Entries]}
+
+
+def lifecycle(store: Store, queue: Queue, events: Events | None = None) -> Lifecycle:
+    announcer = JobEvents(lambda: events, bus="default", stage="test") if events is not None else None
     return Lifecycle(store, queue, retry_backoff_seconds=30, outage_wait_seconds=45,  # type: ignore[arg-type]
-                     clock=lambda: NOW)
+                     events=announcer, clock=lambda: NOW)
 
 
 def queued(store: Store, **fields: Any) -> str:
-    job = Job(job_id="a" * 32, status=QUEUED, task={"type": "summarize"}, document={}, created_at=NOW - 60)
-    store.jobs[job.job_id] = replace(job, **fields)
+    job = replace(Job(job_id="a" * 32, status=QUEUED, task={"type": "summarize"}, document={}, created_at=NOW - 60),
+                  **fields)
+    store.jobs[job.job_id] = job
     return job.job_id
 
 
@@ -238,3 +259,36 @@ def test_the_heartbeat_holds_the_message_at_once_and_a_claimed_lease_before_its_
 
     first_hold = order.index("hold")
     assert set(order[:first_hold]) == {"hide"} and order[first_hold + 1] == "hide"
+
+
+# --- job events -------------------------------------------------------------------------------------------------
+
+def test_every_way_a_job_ends_is_announced_once_and_nothing_else_is():
+    store, queue, events = Store(), Queue(max_receives=3), Events()
+    jobs = lifecycle(store, queue, events)
+    succeeded = jobs.claim(queued(store), lease_seconds=60)
+    jobs.succeed(succeeded, result_key="results/x.json", usage={}, warnings=[], timings={}, chunks_total=1)
+    jobs.fail(succeeded, JobFailure("corrupt_pdf", "too late"), usage={}, warnings=[])  # already ended: no event
+    broken = jobs.claim(queued(store, job_id="b" * 32), lease_seconds=60)
+    jobs.fail(broken, JobFailure("corrupt_pdf", "broken"), usage={}, warnings=[])
+    retried = jobs.claim(queued(store, job_id="c" * 32), lease_seconds=60)
+    jobs.retry_or_fail(delivery(retried.job_id, receives=1), retried, {"code": "llm_unavailable", "message": "429"})
+    jobs.retry_or_fail(delivery(retried.job_id, receives=3), retried, {"code": "llm_unavailable", "message": "429"})
+    jobs.fail_dead_letter(queued(store, job_id="d" * 32))
+    jobs.record_refused(Job(job_id="e" * 32, status=FAILED, task={"type": "summarize"}, document={},
+                            created_at=NOW, error={"code": "invalid_task", "message": "no such task"}))
+
+    assert events.published == [("Job Succeeded", "a" * 32, SUCCEEDED), ("Job Failed", "b" * 32, FAILED),
+                                 ("Job Failed", "c" * 32, FAILED), ("Job Failed", "d" * 32, FAILED),
+                                 ("Job Failed", "e" * 32, FAILED)]
+
+
+def test_a_job_whose_event_cannot_be_published_still_ends_as_it_should(caplog):
+    store, queue, events = Store(), Queue(), Events(fails=True)
+    jobs = lifecycle(store, queue, events)
+    attempt = jobs.claim(queued(store), lease_seconds=60)
+
+    assert jobs.succeed(attempt, result_key="results/x.json", usage={}, warnings=[], timings={}, chunks_total=1)
+
+    assert events.calls == 1 and store.jobs[attempt.job_id].status == SUCCEEDED
+    assert "job event not published" in caplog.text
