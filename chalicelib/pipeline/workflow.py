@@ -49,10 +49,20 @@ def needs_workflow(job: Job, chunks: int | None, *, min_chunks: int, available: 
     return bool(job.tasks) or (chunks is not None and chunks >= min_chunks)
 
 
-def map_concurrency(llm_concurrency: int, batch_calls: int) -> int:
-    """The Map's MaxConcurrency: batches in flight so that their calls together fill the LLM concurrency
-    (DOCPIPE_LLM_CONCURRENCY; with shared provider limits, the in-flight limit takes its place)."""
-    return max(1, llm_concurrency // max(1, batch_calls))
+# Map batches answered at once: each batch invocation asks its chunks a share of the concurrency at a time, in waves,
+# so that what an invocation costs besides its calls (S3, DynamoDB, the chat client) is paid once per several waves.
+MAP_BATCHES_IN_FLIGHT = 4
+
+
+def map_concurrency(llm_concurrency: int) -> int:
+    """The Map's MaxConcurrency, derived from the LLM concurrency (DOCPIPE_LLM_CONCURRENCY; once provider limits are
+    shared by every invocation, DOCPIPE_LLM_MAX_IN_FLIGHT takes its place here)."""
+    return max(1, min(MAP_BATCHES_IN_FLIGHT, llm_concurrency))
+
+
+def batch_gate(llm_concurrency: int) -> int:
+    """Calls one map batch has in flight: with ``map_concurrency`` batches at once, never more than the concurrency."""
+    return max(1, llm_concurrency // map_concurrency(llm_concurrency))
 
 
 def job_budget(job: Job, default_max_total_tokens: int) -> Budget:
@@ -139,10 +149,16 @@ def extract(services: Services, job_id: str, *, run: str, deadline: float | None
         "document": {"text": document.text, "page_starts": document.page_starts, "kind": document.kind},
         "chunks": [[c.index, c.text, c.start, c.end, c.first_page, c.last_page, c.tokens] for c in chunks],
         "warnings": run_view.warnings, "ocr": usage.ocr, "extract_seconds": round(time.monotonic() - clock, 3)})
+    for first in range(0, len(chunks), step):
+        # What one map batch reads: its own chunks, not the whole document.
+        stage.put(f"chunks/batch-{first:06d}.json", {
+            "page_starts": document.page_starts, "kind": document.kind, "total": len(chunks),
+            "chunks": [[c.index, c.text, c.start, c.end, c.first_page, c.last_page, c.tokens]
+                       for c in chunks[first:first + step]]})
     services.lifecycle.workflow_chunks(job_id, len(chunks), run_view.warnings)
     logger.info("document chunked for the workflow", extra={"chunks": len(chunks), "pages": document.page_count})
     return {"document_key": key, "chunks": len(chunks), "batches": list(range(0, len(chunks), step)),
-            "map_concurrency": map_concurrency(settings.llm_concurrency, step)}
+            "map_concurrency": map_concurrency(settings.llm_concurrency)}
 
 
 @dataclass
@@ -150,6 +166,19 @@ class _Prepared:
     document: Document
     chunks: list[Chunk]
     meta: dict[str, Any]
+
+
+def _load_batch(stage: Stage, start: int, size: int) -> tuple[_Prepared, list[Chunk]]:
+    """The document as a map batch needs it, and the batch's chunks. An LLM task reads only the count of the
+    document's chunks (its prompts' answer lengths depend on it), so only the batch's own chunks are loaded; the
+    offline summarizer ranks sentences over the whole text, so it loads the document."""
+    if stage.services.llm.uses_openai:
+        stored = stage.get(f"chunks/batch-{start:06d}.json")
+        batch = [Chunk(*row) for row in stored["chunks"]]
+        chunks = [batch[0]] * stored["total"]  # only its length is read
+        return _Prepared(Document("", stored["page_starts"], stored["kind"]), chunks, stored), batch
+    prepared = _load_document(stage)
+    return prepared, prepared.chunks[start:start + size]
 
 
 def _load_document(stage: Stage) -> _Prepared:
@@ -162,7 +191,7 @@ def _load_document(stage: Stage) -> _Prepared:
 class _TaskRun:
     """One task of the job inside one stage invocation: its implementation, metered against the job's one budget."""
 
-    def __init__(self, stage: Stage, index: int, prepared: _Prepared) -> None:
+    def __init__(self, stage: Stage, index: int, prepared: _Prepared, *, calls_in_flight: int | None = None) -> None:
         from chalicelib.documents import get_encoding
 
         services, job = stage.services, stage.job
@@ -185,7 +214,7 @@ class _TaskRun:
                              chunks=prepared.chunks,
                              count_tokens=lambda text: len(encoding.encode(text, disallowed_special=())),
                              warn=self.warnings.append)
-        self.gate = asyncio.Semaphore(settings.llm_concurrency)
+        self.gate = asyncio.Semaphore(calls_in_flight or settings.llm_concurrency)
 
     def record(self, part: str, progress: dict[str, Any] | None = None) -> None:
         spend = self.usage.attempt_spend(self.stage.services.settings.prices)
@@ -209,9 +238,8 @@ def map_batch(services: Services, job_id: str, *, run: str, task: int, start: in
     name = f"task{task}/batch-{start:06d}.json"
     if stage.exists(name):
         return {}  # answered by an invocation whose result the workflow did not see (a retry): never asked twice
-    prepared = _load_document(stage)
-    batch = prepared.chunks[start:start + services.settings.step_functions_batch_calls]
-    work = _TaskRun(stage, task, prepared)
+    prepared, batch = _load_batch(stage, start, services.settings.step_functions_batch_calls)
+    work = _TaskRun(stage, task, prepared, calls_in_flight=batch_gate(services.settings.llm_concurrency))
     kept = f"task{task}/batch-{start:06d}.answered.json"
     known: dict[int, list[Any]] = {}
     if stage.exists(kept):
