@@ -70,7 +70,9 @@ def run(port: int, emulator_url: str, *, stage: str = "local", schedule_seconds:
         provision_workflow(emulator_url, stage=stage)
     settings = function_settings(stage)
     if worker_timeout:
-        settings.setdefault("process_jobs", {})["lambda_timeout"] = worker_timeout
+        # Every function that does a job's long work: the worker, and the workflow's stages that read or ask.
+        for name in ("process_jobs", "workflow_extract", "workflow_map", "workflow_aggregate"):
+            settings.setdefault(name, {})["lambda_timeout"] = worker_timeout
 
     config = CLIFactory(project_dir=str(PROJECT)).create_config_obj(chalice_stage_name=stage)
     server = create_local_server(app_module.app, config, "127.0.0.1", port)

@@ -167,3 +167,33 @@ def test_a_long_document_through_the_workflow_asks_each_chunk_once_and_waits_whe
     # Each distinct prompt was answered and paid for once: a chunk answered twice would count twice. (Throttled or
     # cancelled requests got no answer; they were asked again after the wait.)
     assert result["usage"]["calls"] == len(set(asked)) < len(asked)
+
+
+def test_with_short_function_timeouts_the_workflow_finishes_a_document_the_queue_alone_cannot():
+    """Each invocation may spend about 6 s on LLM calls (a 16 s timeout less the 10 s kept to store the outcome);
+    the document needs about 12 s of calls at 2 in flight. One worker invocation never has the time, and without the
+    map cache each delivery starts over; the workflow's batches each fit one invocation."""
+    pages = LONG_PAGES[:12]
+    with FakeOpenAI() as fake:
+        fake.latency = 1.0
+        env = {"OPENAI_BASE_URL": fake.base_url, "OPENAI_API_KEY": "sk-e2e-test", "DOCPIPE_LLM_CONCURRENCY": "2",
+               "DOCPIPE_CHUNK_TOKENS": "200", "DOCPIPE_CHUNK_OVERLAP_TOKENS": "0", "DOCPIPE_MAP_CACHE": "false",
+               "DOCPIPE_RETRY_BACKOFF_SECONDS": "1", "DOCPIPE_STEP_FUNCTIONS_MIN_CHUNKS": "1000",
+               "DOCPIPE_STEP_FUNCTIONS_BATCH_CALLS": "4", "DOCPIPE_HEARTBEAT_SECONDS": "2"}
+        with LocalStack(api_port=free_port(), emulator_port=free_port(), extra_env=env, worker_timeout=16,
+                        app_log=LOCAL_DIR / "e2e-workflow-timeouts.log") as stack:
+            document = {"text": "\f".join(pages)}
+            # Forced through the queue alone (the document is under DOCPIPE_STEP_FUNCTIONS_MIN_CHUNKS).
+            _, queued = submit(stack, {"document": document, "task": {"type": "summarize"}})
+            on_queue = wait_for(stack, queued["job_id"], timeout=240)
+            queue_requests = len(fake.chat_requests)
+            # The same document as a multi-task job, which always takes the workflow.
+            _, flowed = submit(stack, {"document": document, "tasks": [{"type": "summarize"},
+                                                                       {"type": "summarize", "target_words": 60}]})
+            on_workflow = wait_for(stack, flowed["job_id"], timeout=240)
+            asked = [json.dumps(r["json"]["messages"]) for r in fake.chat_requests[queue_requests:]]
+            _, result = http("GET", f"{stack.api_url}/jobs/{flowed['job_id']}/result")
+    assert on_queue["orchestrator"] == "queue" and on_queue["status"] == "FAILED", on_queue
+    assert on_queue["attempts"] >= 2 and queue_requests > on_queue["progress"]["chunks_total"]
+    assert on_workflow["status"] == "SUCCEEDED", on_workflow
+    assert result["usage"]["calls"] == len(set(asked)) == len(asked)  # no chunk asked twice
