@@ -23,6 +23,9 @@ app = Chalice(app_name="docpipe")
 app.api.binary_types.append("application/pdf")
 app.register_middleware(ConvertToMiddleware(functools.partial(logger.inject_lambda_context, clear_state=True)))
 app.register_middleware(ConvertToMiddleware(metrics.log_metrics), "sqs")
+# The workflow's stage functions and its status-change handler finish jobs too: their metrics are flushed alike.
+app.register_middleware(ConvertToMiddleware(metrics.log_metrics), "pure_lambda")
+app.register_middleware(ConvertToMiddleware(metrics.log_metrics), "cloudwatch")
 # The upload trigger fails a refused upload's job, which counts a job event it could not publish, if any.
 app.register_middleware(ConvertToMiddleware(metrics.log_metrics), "s3")
 

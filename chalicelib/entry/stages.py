@@ -17,7 +17,7 @@ from typing import Any
 
 from chalicelib.bootstrap import Services
 from chalicelib.errors import JobFailure, TransientError
-from chalicelib.observability import logger
+from chalicelib.observability import logger, metrics
 
 
 class StageRetryable(Exception):
@@ -87,4 +87,7 @@ def handle_execution_event(event: dict[str, Any], services: Services) -> bool:
 def sweep_executions(services: Services) -> int:
     from chalicelib.pipeline import workflow
 
-    return workflow.sweep(services)
+    failed = workflow.sweep(services)
+    if failed:
+        metrics.flush_metrics()  # a schedule has no metrics middleware (the keep-warm would flush nothing)
+    return failed
