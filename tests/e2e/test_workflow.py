@@ -159,7 +159,8 @@ def test_a_long_document_through_the_workflow_asks_each_chunk_once_and_waits_whe
             history = sfn(stack).get_execution_history(executionArn=finished["execution_arn"],
                                                        maxResults=1000)["events"]
             _, result = http("GET", f"{stack.api_url}/jobs/{job['job_id']}/result")
-        asked = [json.dumps(r["json"]["messages"]) for r in fake.chat_requests]
+        # (A call cancelled while its body was being sent reached the server without one: it was never answered.)
+        asked = [json.dumps(r["json"]["messages"]) for r in fake.chat_requests if r["json"]]
     assert finished["status"] == "SUCCEEDED", finished
     chunks = result["document"]["chunks"]
     assert chunks >= 10 and finished["orchestrator"] == "stepfunctions"
