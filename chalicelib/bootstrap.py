@@ -14,7 +14,15 @@ from dataclasses import dataclass
 from functools import lru_cache, partial
 from typing import TYPE_CHECKING
 
-from chalicelib.aws import DocumentStore, Executions, IdempotencyRecords, MapCache, clients, secret_reader
+from chalicelib.aws import (
+    DocumentStore,
+    Executions,
+    IdempotencyRecords,
+    MapCache,
+    VersionedItems,
+    clients,
+    secret_reader,
+)
 from chalicelib.config import Settings, get_settings
 from chalicelib.jobs import Intake, JobEvents, JobQueue, JobStore, Lifecycle
 from chalicelib.llm import LLMEndpoint
@@ -68,7 +76,9 @@ def build(settings: Settings) -> Services:
         documents=documents,
         records=records,
         intake=Intake(settings, documents, lifecycle, records),
-        llm=LLMEndpoint(settings, dynamodb=dynamodb, secret=secret),
+        # The provider's limits are shared in the records table too, beside the circuit's state.
+        llm=LLMEndpoint(settings, dynamodb=dynamodb, secret=secret,
+                        limits=VersionedItems(dynamodb, settings.idempotency_table)),
         map_cache=MapCache(s3, settings.bucket) if settings.map_cache else None,
         ocr=_ocr(settings, s3),
         executions=(Executions(clients.client("stepfunctions"), settings.state_machine_arn)

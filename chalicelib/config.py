@@ -76,8 +76,10 @@ class Settings:
     breaker_recovery_seconds: int
     heartbeat_seconds: int
     retry_backoff_seconds: int
+    # The provider's limits for the whole deployment (every worker together), per endpoint and model.
     llm_requests_per_minute: int | None = None
     llm_tokens_per_minute: int | None = None
+    llm_max_in_flight: int | None = 64
     reduce_context_tokens: int = 12_000
     map_output_tokens: int = 600
     reduce_output_tokens: int = 1_200
@@ -275,6 +277,8 @@ def load_settings(env: Mapping[str, str] = os.environ) -> Settings:
         retry_backoff_seconds=_int(env, "DOCPIPE_RETRY_BACKOFF_SECONDS", 30, minimum=1),
         llm_requests_per_minute=_limit(env, "DOCPIPE_LLM_RPM"),
         llm_tokens_per_minute=_limit(env, "DOCPIPE_LLM_TPM"),
+        # 0 leaves each worker on its own, adapting to the provider's 429s alone.
+        llm_max_in_flight=_int(env, "DOCPIPE_LLM_MAX_IN_FLIGHT", 64) or None,
         reduce_context_tokens=_int(env, "DOCPIPE_REDUCE_CONTEXT_TOKENS", 12_000, minimum=2_000),
         map_output_tokens=_int(env, "DOCPIPE_MAP_OUTPUT_TOKENS", 600, minimum=50),
         reduce_output_tokens=_int(env, "DOCPIPE_REDUCE_OUTPUT_TOKENS", 1_200, minimum=50),

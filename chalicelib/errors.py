@@ -5,9 +5,9 @@ Three families, because each is handled differently at the edge:
 * ``RequestError`` — the client sent something wrong; the route answers a 4xx and no job is created.
 * ``JobFailure`` — the job cannot succeed however often it is retried (an encrypted PDF, a rejected API key);
   the job ends FAILED with this code and its message is deleted.
-* ``TransientError`` — worth another try (throttling, a provider outage); the message is left to SQS, which
-  redelivers it after a backoff and, after the last receive, to the DLQ. ``CircuitOpen`` is the one kind that
-  spends no delivery: the job is put back on the queue to wait out the LLM provider's outage.
+* ``TransientError`` — worth another try (a provider outage, a timeout); the message is left to SQS, which
+  redelivers it after a backoff and, after the last receive, to the DLQ. Two kinds spend no delivery: the job is
+  put back on the queue to wait, ``CircuitOpen`` out the LLM provider's outage and ``Throttled`` its "slow down".
 
 Adapters translate what their libraries raise into these (``llm.breaker`` turns Powertools' open circuit into
 ``CircuitOpen``, ``llm.chat`` sorts the openai SDK's errors), so the pipeline and the entry points see docpipe's
@@ -73,6 +73,18 @@ class CircuitOpen(TransientError):
 
     def __init__(self, message: str = "the LLM provider is failing; the circuit breaker stopped the calls") -> None:
         super().__init__("llm_unavailable", message)
+
+
+class Throttled(TransientError):
+    """The provider said "slow down" (or docpipe's shared provider limits did) for longer than this invocation can
+    wait: the job waits on the queue for ``retry_after`` seconds (None: the usual backoff), spending no delivery.
+
+    Never an outage: the circuit breaker does not count it.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__("llm_unavailable", message)
+        self.retry_after = retry_after
 
 
 class UnusableAnswer(Exception):

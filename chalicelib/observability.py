@@ -1,15 +1,19 @@
 """Powertools Logger and Metrics, shared by every handler.
 
-Logs are JSON with the job id on every line of a job (``logger.append_keys(job_id=…)``); keys are cleared at the
-start of each invocation so a worker's job id never leaks into a later HTTP log line of the same container. No line
+Logs are JSON with the job id on every line of a job. The records of a batch run side by side, each on a thread of
+its own, so a job's id is a thread-safe key (``logger.thread_safe_append_keys(job_id=…)``: a context variable,
+which the job's event loop and the threads it starts inherit); keys are cleared at the start of each invocation so
+a worker's job id never leaks into a later HTTP log line of the same container. No line
 is longer than ``MAX_LOG_LINE`` characters: a field that would make it longer is cut (a traceback keeps its end,
 where the error is), so no client input is ever logged whole.
-Metrics are CloudWatch EMF lines in the ``docpipe`` namespace, flushed at the end of each worker invocation.
+Metrics are CloudWatch EMF lines in the ``docpipe`` namespace, flushed at the end of each worker invocation; the
+concurrent records of a batch add to them under one lock.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
@@ -54,5 +58,16 @@ def _cap(name: str, value: Any, serialize: Any) -> Any:
 SERVICE_NAME = os.environ.get("POWERTOOLS_SERVICE_NAME", "docpipe")
 METRICS_NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "docpipe")
 
+class SharedMetrics(Metrics):
+    """Powertools Metrics that the concurrent records of a batch may add to: Powertools' own update of a metric is a
+    read, then a write, and two records counting the same metric at once would lose one."""
+
+    _lock = threading.Lock()
+
+    def add_metric(self, *args: Any, **kwargs: Any) -> None:
+        with self._lock:
+            super().add_metric(*args, **kwargs)
+
+
 logger = Logger(service=SERVICE_NAME, logger_formatter=CappedFormatter())
-metrics = Metrics(namespace=METRICS_NAMESPACE)
+metrics = SharedMetrics(namespace=METRICS_NAMESPACE)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -57,6 +58,7 @@ def run(port: int, emulator_url: str, *, stage: str = "local", schedule_seconds:
     from chalice.cli.factory import CLIFactory
     from chalice.local import create_local_server
 
+    from devstack.containers import ContainerPool
     from devstack.dispatcher import Dispatcher
     from devstack.jobevents import JobEventPrinter
     from devstack.resources import client, provision, provision_workflow
@@ -79,10 +81,12 @@ def run(port: int, emulator_url: str, *, stage: str = "local", schedule_seconds:
     handlers = {source.name: getattr(app_module, source.name) for source in app_module.app.event_sources}
     handlers.update({function.name: getattr(app_module, function.name)
                      for function in app_module.app.pure_lambda_functions})
+    # Each concurrent invocation in a process of its own, as Lambda runs it in an execution environment of its own.
+    containers = ContainerPool("app", settings, preload=["devstack.image"]).start()
     dispatcher = Dispatcher(app_module.app, handlers, client("sqs", emulator_url),
                             function_settings=settings,
                             s3_events_queue=f"docpipe-{stage}-s3-events", schedule_seconds=schedule_seconds,
-                            duplicate_deliveries=duplicate_deliveries)
+                            duplicate_deliveries=duplicate_deliveries, runner=containers.invoke)
     dispatcher.start()
     # The emulator knows a function by its deployed name, docpipe-<stage>-<function>.
     invokes = serve_invokes(dispatcher, invoke_port, prefix=f"{app_module.app.app_name}-{stage}-") \
@@ -103,6 +107,7 @@ def run(port: int, emulator_url: str, *, stage: str = "local", schedule_seconds:
             invokes.shutdown()
         dispatcher.stop()
         printer.stop()
+        containers.close()
 
 
 def serve_invokes(dispatcher, port: int, *, prefix: str):
@@ -118,9 +123,10 @@ def serve_invokes(dispatcher, port: int, *, prefix: str):
             try:
                 body = json.dumps(dispatcher.invoke(name, event)).encode("utf-8")
             except Exception as exc:
-                logging.getLogger("devstack.invoke").warning("%s raised %s: %s", name, type(exc).__name__, exc)
+                error_type, message = lambda_error(exc)
+                logging.getLogger("devstack.invoke").warning("%s raised %s: %s", name, error_type, message[:300])
                 error = "Unhandled"
-                body = json.dumps({"errorType": type(exc).__name__, "errorMessage": str(exc)}).encode("utf-8")
+                body = json.dumps({"errorType": error_type, "errorMessage": message}).encode("utf-8")
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
@@ -136,3 +142,17 @@ def serve_invokes(dispatcher, port: int, *, prefix: str):
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="lambda-invokes", daemon=True).start()
     return server
+
+
+def lambda_error(exc: Exception) -> tuple[str, str]:
+    """(errorType, errorMessage) as Lambda reports an unhandled error: the handler's own exception class, also when
+    a container reported it (``<function> raised <Type>: <message>`` and its traceback), which the state machine's
+    Retry and Catch match on."""
+    from devstack.containers import ContainerFailed
+
+    if isinstance(exc, ContainerFailed):
+        reported = re.match(r"\S+ raised (\w+): (.*?)(?:\n|$)", str(exc))
+        if reported:
+            return reported.group(1), reported.group(2)
+        return "Runtime.ExitError", str(exc)  # the container died or ran out of time
+    return type(exc).__name__, str(exc)

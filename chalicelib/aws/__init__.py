@@ -2,8 +2,9 @@
 ``chalicelib.bootstrap`` alone).
 
 ``storage`` (documents and results in S3), ``mapcache`` (map answers in S3), ``idempotency`` (Powertools records
-in DynamoDB), ``secrets`` (the stage's LLM key in Secrets Manager), ``executions`` (the Step Functions
-workflow's executions). Job rows and messages are in ``jobs``; Textract
+in DynamoDB), ``versioned`` (DynamoDB items many workers replace by compare-and-set: the shared LLM limits),
+``secrets`` (the stage's LLM key in Secrets Manager), ``executions`` (the Step Functions workflow's executions).
+Job rows and messages are in ``jobs``; Textract
 is in ``documents.ocr``.
 """
 
@@ -21,7 +22,9 @@ from chalicelib.aws.storage import (
     new_upload_key,
     validate_client_key,
 )
+from chalicelib.aws.versioned import Versioned, VersionedItems
 
 __all__ = ["CACHE_PREFIX", "INCOMING_PREFIX", "SHARED_OWNER", "UPLOAD_TYPES", "CacheWriter", "DocumentStore",
-           "Executions", "IdempotencyRecords", "MapCache", "Once", "StoredObject", "client_of_upload", "key_of_client",
-           "map_cache_key", "map_cache_scope", "new_upload_key", "secret_reader", "validate_client_key"]
+           "Executions", "IdempotencyRecords", "MapCache", "Once", "StoredObject", "Versioned", "VersionedItems",
+           "client_of_upload", "key_of_client", "map_cache_key", "map_cache_scope", "new_upload_key", "secret_reader",
+           "validate_client_key"]

@@ -11,6 +11,8 @@ the page is skipped and a new reader resumes at the next one.
 The reader outlives the document: forking a warm worker costs about 12 ms, more than pypdf needs for a short
 document, so one idle reader is kept and the next document's bytes are sent to it through the pipe. A reader that
 was killed, ran out of memory or grew by half its memory budget is not kept, and the next document forks a fresh one.
+A worker reads one document at a time: the records of a batch run side by side, and each reader may add the whole
+memory budget, which the function has once; reading is CPU-bound anyway, on a Lambda's one vCPU or less.
 
 ``multiprocessing.Process`` and ``Pipe`` only: Lambda has no /dev/shm, so ``Queue`` and ``Pool`` do not work there.
 """
@@ -96,6 +98,11 @@ def retire_idle_reader() -> None:
 
 
 def _read(request: tuple[str, Any], data: bytes, limits: ReadingLimits, emit: Any) -> None:
+    with _READING:
+        _read_alone(request, data, limits, emit)
+
+
+def _read_alone(request: tuple[str, Any], data: bytes, limits: ReadingLimits, emit: Any) -> None:
     _prepare_pypdf()
     deadline = time.monotonic() + limits.document_seconds
     progress = _Progress()
@@ -186,6 +193,7 @@ def _skip(progress: _Progress, reason: SkippedPage, emit: Any) -> None:
 # The reader kept for the next document, if any; a worker reads one document at a time, threads aside.
 _IDLE: _Reader | None = None
 _POOL_LOCK = threading.Lock()
+_READING = threading.Lock()
 
 
 def _acquire(memory_mb: int) -> _Reader:

@@ -15,7 +15,8 @@ chosen here (``Message.AGAIN``). Who calls what::
                   fail(attempt, failure, ...) RUNNING → FAILED, for a reason no retry can change
     worker        wait_for_holder(d)          another worker holds the job: the message waits for its lease
                   retry_or_fail(d, a, error)  an attempt failed: released for a later delivery, or FAILED on the last
-                  defer(d, a)                 the LLM circuit is open: released and re-sent after the recovery window
+                  defer(d, a, ...)            the LLM circuit is open, or the provider said to slow down: released
+                                              and re-sent after the recovery window or the provider's wait
     dead letters  fail_dead_letter(job_id)    every delivery ended without an outcome: FAILED with the last reason
     worker        hand_over(a, arn)           a Step Functions execution carries the RUNNING job on (its message is
                                               done with; no later delivery can claim the job)
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -261,11 +263,14 @@ class Lifecycle:
         self.queue.hide(delivery, backoff)
         return Message.AGAIN
 
-    def defer(self, delivery: Delivery, attempt: Attempt | None) -> Message:
-        """The LLM circuit is open: put the job back on the queue, delayed past the recovery window.
+    def defer(self, delivery: Delivery, attempt: Attempt | None, *, delay: float | None = None,
+              reason: str | None = None) -> Message:
+        """Put the job back on the queue, delayed: past the recovery window while the LLM circuit is open, or for
+        ``delay`` seconds (the provider's Retry-After; None: the retry backoff) when the provider said to slow down
+        (``reason``).
 
-        A fresh message starts with a fresh receive count, so an outage never pushes jobs into the DLQ; the job's age
-        bounds how long it may wait.
+        A fresh message starts with a fresh receive count, so neither an outage nor throttling ever pushes jobs into
+        the DLQ; the job's age bounds how long it may wait.
         """
         job_id = delivery.job_id or ""
         self._keep_spend(attempt)
@@ -276,11 +281,16 @@ class Lifecycle:
             self._ended(self.store.mark_failed(job_id, {"code": "llm_unavailable", "message": "the LLM provider "
                                                         "stayed unavailable for hours; the job gave up"}))
             return Message.DONE
-        delay = self._outage_wait
-        self.store.release(job_id, {"code": "llm_unavailable", "message": f"the LLM provider is failing; the job "
-                                    f"waits and tries again in {delay} s"})
-        self.queue.send(job_id, delay_seconds=delay)
-        logger.warning("LLM circuit open: job deferred", extra={"delay_seconds": delay})
+        if reason is None:
+            wait = self._outage_wait
+            why = "the LLM provider is failing"
+        else:
+            wait = min(_LONGEST_WAIT, max(1, math.ceil(self._backoff if delay is None else delay)))
+            why = "the LLM provider asked to slow down"
+        self.store.release(job_id, {"code": "llm_unavailable", "message": f"{why}; the job waits and tries again in "
+                                                                          f"{wait} s"})
+        self.queue.send(job_id, delay_seconds=wait)
+        logger.warning(f"{why}: job deferred", extra={"delay_seconds": wait, "reason": (reason or "")[:300]})
         metrics.add_metric(name="JobsDeferred", unit="Count", value=1)
         return Message.DONE
 

@@ -1,20 +1,23 @@
-"""A circuit breaker around the LLM, shared by every concurrent worker through DynamoDB.
+"""A circuit breaker around the LLM's attempts, shared by every concurrent worker through DynamoDB.
 
 Powertools' circuit breaker keeps the state (closed, open, half-open with one elected prober) in DynamoDB, so when
-the provider goes down every Lambda stops calling it after a few failures, and only one probes it after the
-recovery timeout. Its decorator is synchronous while the LLM calls are coroutines, so each call runs inside the
+the provider goes down every Lambda stops calling it after a few failed attempts, and only one probes it after the
+recovery timeout. Its decorator is synchronous while the LLM calls are coroutines, so each attempt runs inside the
 breaker on a worker thread that hands the coroutine back to the job's event loop and waits for it; the event loop
-itself never blocks. Only the provider's transient errors (throttling, 5xx, timeouts, unreachable) count as
-failures: a rejected API key is a job's problem, and running out of invocation time is the worker's, not outages.
+itself never blocks, and a thread is held only while the request is on the wire (``llm.gate`` admits it first).
+Only the provider's failures (5xx, timeouts, unreachable) count: a 429 asks to slow down and is not an outage, a
+rejected API key is a job's problem, and running out of invocation time is the worker's.
 
-While the circuit is open a call raises docpipe's ``CircuitOpen`` (Powertools' ``CircuitBreakerOpenError`` is
+While the circuit is open an attempt raises docpipe's ``CircuitOpen`` (Powertools' ``CircuitBreakerOpenError`` is
 translated here, at the adapter); the job is then put back on the queue with a delay instead of spending its
-deliveries (``jobs.lifecycle``).
+deliveries (``jobs.lifecycle``). Every bookkeeping future is read, whatever becomes of the call, so a cancelled job
+leaves no "Future exception was never retrieved" behind.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import cache
 from typing import Any
@@ -52,17 +55,20 @@ def _guard(dynamodb: Any, table_name: str, failure_threshold: int, recovery_seco
     return run, persistence
 
 
-class GuardedChat:
-    """A chat model whose calls go through the circuit breaker whose state is in ``table_name`` (reached through
-    ``dynamodb``, a boto3 client), shared by every worker."""
+class CircuitGuard:
+    """One job's attempts through the circuit breaker whose state is in ``table_name`` (reached through
+    ``dynamodb``, a boto3 client), shared by every worker::
 
-    def __init__(self, chat: Any, *, dynamodb: Any, table_name: str, failure_threshold: int, recovery_seconds: int,
+        guard = CircuitGuard(dynamodb=client, table_name="docpipe-dev-idempotency", failure_threshold=5,
+                             recovery_seconds=30, concurrency=16)
+        answer = await guard(lambda: send(request))     # CircuitOpen while the provider is out
+    """
+
+    def __init__(self, *, dynamodb: Any, table_name: str, failure_threshold: int, recovery_seconds: int,
                  concurrency: int) -> None:
-        self._chat = chat
         self._guarded, self._persistence = _guard(dynamodb, table_name, failure_threshold, recovery_seconds)
-        # Twice the calls at once: a finished call's thread may still be recording its success.
+        # Twice the attempts at once: a finished attempt's thread may still be recording its success.
         self._threads = ThreadPoolExecutor(max_workers=2 * concurrency, thread_name_prefix="llm-breaker")
-        self.model = getattr(chat, "model", None)
         self._in_flight = 0
         self._idle = asyncio.Event()
 
@@ -70,26 +76,26 @@ class GuardedChat:
         """Read the circuit's state now (it is cached for a few seconds), so the first calls need not wait for it."""
         await asyncio.get_running_loop().run_in_executor(self._threads, self._persistence.get_state, CIRCUIT_NAME)
 
-    async def complete(self, messages: list[dict[str, str]], **options: Any) -> Any:
+    async def __call__(self, attempt: Callable[[], Awaitable[Any]]) -> Any:
         from aws_lambda_powertools.utilities.circuit_breaker import CircuitBreakerOpenError
 
         try:
-            return await self._call(messages, options)
+            return await self._call(attempt)
         except CircuitBreakerOpenError:
             if self._in_flight == 0:
                 raise CircuitOpen() from None
-        # A call of this job may be the breaker's one probe: failing now would cancel it with the job, and the
-        # circuit would never learn that the provider is back. Wait for this job's calls, then ask once more.
+        # An attempt of this job may be the breaker's one probe: failing now would cancel it with the job, and the
+        # circuit would never learn that the provider is back. Wait for this job's attempts, then ask once more.
         await self._idle.wait()
         try:
-            return await self._call(messages, options)
+            return await self._call(attempt)
         except CircuitBreakerOpenError:
             raise CircuitOpen() from None
 
-    async def _call(self, messages: list[dict[str, str]], options: dict[str, Any]) -> Any:
+    async def _call(self, attempt: Callable[[], Awaitable[Any]]) -> Any:
         self._enter()
         try:
-            return await self._run(messages, options)
+            return await self._run(attempt)
         finally:
             self._leave()
 
@@ -102,8 +108,8 @@ class GuardedChat:
         if self._in_flight == 0:
             self._idle.set()
 
-    async def _run(self, messages: list[dict[str, str]], options: dict[str, Any]) -> Any:
-        """The call, inside the breaker: its thread decides whether the call may run, the event loop runs it.
+    async def _run(self, attempt: Callable[[], Awaitable[Any]]) -> Any:
+        """The attempt, inside the breaker: its thread decides whether the attempt may run, the event loop runs it.
 
         A success is handed to the caller at once and the breaker records it on its thread meanwhile (a wave of
         answers would otherwise queue for those threads before the next calls start); a failure is handed back
@@ -115,9 +121,11 @@ class GuardedChat:
 
         def call() -> Any:
             loop.call_soon_threadsafe(_settle, allowed)
-            return outcome.result()  # the call's answer, or its error re-raised for the breaker to count
+            return outcome.result()  # the attempt's answer, or its error re-raised for the breaker to count
 
         guarded = loop.run_in_executor(self._threads, self._guarded, call)
+        # However the attempt ends (answered, failed, cancelled with its job), the bookkeeping's outcome is read.
+        guarded.add_done_callback(_retrieve)
         try:
             await asyncio.wait({allowed, guarded}, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
@@ -126,27 +134,22 @@ class GuardedChat:
         if not allowed.done():
             return await guarded  # refused: the circuit is open
         try:
-            answer = await self._chat.complete(messages, **options)
+            answer = await attempt()
         except asyncio.CancelledError:
-            # The job gave up on this call (another chunk failed for good): the breaker does not count it.
+            # The job gave up on this attempt (another chunk failed for good): the breaker does not count it.
             outcome.cancel()
             raise
         except Exception as exc:
             outcome.set_exception(exc)
             return await guarded  # raises the same error, once counted
         outcome.set_result(answer)
-        # Until the breaker has recorded the success (a probe's closes the circuit), the call counts as in flight.
+        # Until the breaker has recorded the success (a probe's closes the circuit), the attempt counts as in flight.
         self._enter()
         guarded.add_done_callback(self._leave)
-        guarded.add_done_callback(_retrieve)
         return answer
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._chat, name)
-
-    async def close(self) -> None:
+    def close(self) -> None:
         self._threads.shutdown(wait=False)
-        await self._chat.close()
 
 
 def _settle(allowed: asyncio.Future[None]) -> None:
@@ -155,6 +158,6 @@ def _settle(allowed: asyncio.Future[None]) -> None:
 
 
 def _retrieve(done: asyncio.Future[Any]) -> None:
-    """Read a finished bookkeeping's outcome, so a failed write is not reported as never retrieved."""
+    """Read a finished bookkeeping's outcome, so that no error of it is reported as never retrieved."""
     if not done.cancelled():
         done.exception()

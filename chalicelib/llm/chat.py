@@ -1,25 +1,28 @@
 """Chat completions through the openai SDK, against any OpenAI-compatible endpoint.
 
 The SDK is configured by the standard ``OPENAI_API_KEY`` / ``OPENAI_BASE_URL`` variables (OpenAI, Azure, Bedrock's
-OpenAI-compatible endpoint, vLLM, Ollama, LM Studio). Its errors are sorted here into the two kinds the worker acts
-on: ``JobFailure`` (the request can never succeed: bad key, unknown model) and ``TransientError`` (throttling,
-outages, timeouts: the SQS redelivery tries again later).
+OpenAI-compatible endpoint, vLLM, Ollama, LM Studio). Its errors are sorted here into the kinds the worker acts on:
+``JobFailure`` (the request can never succeed: bad key, unknown model, a request larger than the provider's
+tokens-per-minute limit), ``TransientError`` (outages, timeouts: the SQS redelivery tries again later) and
+``Throttled`` (the provider said "slow down" for longer than this invocation can wait: the job waits on the queue,
+spending no delivery).
 
 Retries have one owner, ``ChatModel``; the SDK's own are switched off (``max_retries=0``), because:
 
-* the rate limiter must see every attempt, and a 429's ``Retry-After`` must hold back every call in flight, not only
-  the one that received it (the SDK sleeps per request);
+* every attempt must pass the worker's gate (``llm.gate``: the deployment's shared limits), and a 429 must hold
+  back every call of the pool, in every worker, not only the one that received it (the SDK sleeps per request);
+* a 429 is not an outage: it slows the sender and is retried while the invocation has time, never counted as a
+  failed attempt, nor by the circuit breaker, which guards each attempt (``llm.breaker``);
 * no attempt may outlive the Lambda invocation: each one's timeout is cut to the time left before ``deadline``,
   and a wait that would pass it hands the job back to SQS at once (the SDK's default is 600 s and 2 retries);
-* SQS redelivery multiplies whatever is retried here, so attempts are bounded (``DOCPIPE_LLM_MAX_ATTEMPTS``) and a
-  ``Retry-After`` longer than ``MAX_RETRY_AFTER_SECONDS`` is not slept through: a redelivery is cheaper than an idle
-  Lambda, and the map cache makes the next delivery re-use every chunk already answered.
+* SQS redelivery multiplies whatever is retried here, so failed attempts are bounded (``DOCPIPE_LLM_MAX_ATTEMPTS``)
+  and a ``Retry-After`` longer than ``MAX_RETRY_AFTER_SECONDS`` is not slept through: the job waits on the queue for
+  exactly that long, and the map cache makes the next delivery re-use every chunk already answered.
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import functools
 import json
 import math
@@ -30,17 +33,24 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from chalicelib.errors import JobFailure, TransientError
-from chalicelib.llm.ratelimit import OutOfTime, Throttle
+from chalicelib.errors import JobFailure, Throttled, TransientError
+from chalicelib.llm.gate import CallGate
+from chalicelib.llm.ratelimit import OutOfTime, ProviderLimits, retry_after
 
 _KEY_PATTERN = re.compile(r"(sk-[A-Za-z0-9_\-]{4})[A-Za-z0-9_\-*]+")
 _CONTEXT_MESSAGE = re.compile(r"maximum context length|context[ _]length|context window|prompt is too long", re.I)
+# OpenAI's 429 for a request larger than the tokens-per-minute limit ("Request too large for gpt-4o … on tokens per
+# min (TPM): Limit 30000, Requested 45000. The input or output tokens must be reduced …"): no wait can help it.
+_TOO_LARGE_MESSAGE = re.compile(r"request too large|must be reduced", re.I)
+_LIMIT_AND_REQUESTED = re.compile(r"Limit (\d+), Requested (\d+)")
 
 BACKOFF_SECONDS = 0.5
 MAX_BACKOFF_SECONDS = 8.0
 MAX_RETRY_AFTER_SECONDS = 30.0
 # An attempt with less time than this left would only time out; the job goes back to SQS instead.
 MIN_ATTEMPT_SECONDS = 2.0
+# 429s for one call before its job waits on the queue even with time left (a provider that never stops saying so).
+MAX_THROTTLED_ATTEMPTS = 20
 
 
 @dataclass(frozen=True)
@@ -71,13 +81,34 @@ class ContextLengthExceeded(EndpointRefused):
     """The prompt does not fit the model's context window: the caller may split its input and try again."""
 
 
-class EndpointBusy(TransientError):
-    """Throttled, failing or unreachable: worth another attempt, after ``retry_after`` seconds when the server said."""
+class RequestTooLarge(ContextLengthExceeded):
+    """The request needs more tokens than the provider's tokens-per-minute limit allows at all: no wait can help, a
+    smaller request can (the map halves its chunk, as for the context window)."""
 
-    def __init__(self, message: str, *, retry_after: float | None = None, throttled: bool = False) -> None:
+
+class EndpointBusy(TransientError):
+    """Failing or unreachable: worth another attempt, after ``retry_after`` seconds when the server said. The circuit
+    breaker counts it."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__("llm_unavailable", message)
         self.retry_after = retry_after
-        self.throttled = throttled
+
+
+class _RateLimited(Exception):
+    """A 429 that asks to slow down (not an exhausted quota, not a request too large); never leaves ``ChatModel``."""
+
+    def __init__(self, message: str, limits: ProviderLimits, kind: str | None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.limits = limits
+        self.wait = limits.wait_after_429(kind)
+
+
+@dataclass(frozen=True)
+class _Answer:
+    response: Any
+    limits: ProviderLimits
 
 
 def redact(text: str) -> str:
@@ -85,23 +116,31 @@ def redact(text: str) -> str:
     return _KEY_PATTERN.sub(r"\1…", text)
 
 
+async def _unguarded(attempt: Callable[[], Awaitable[Any]]) -> Any:
+    return await attempt()
+
+
 class ChatModel:
     """One model behind an OpenAI-compatible endpoint, called asynchronously so chunks run in parallel.
 
-    ``max_retries`` attempts follow the first for transient errors. ``throttle`` is shared by every job of a worker
-    instance (the provider's limits are per account); ``count_tokens`` gives the real token count of a text for the
-    tokens-per-minute limit.
+    One per job. ``gate`` admits its calls among every call of the worker to this endpoint and model, within the
+    deployment's shared limits; ``guard`` runs each attempt inside the circuit breaker (``llm.breaker``).
+    ``max_retries`` attempts follow the first for transient errors; 429s are not counted among them.
+    ``count_tokens`` gives the real token count of a text, for the tokens-per-minute limit.
     """
 
     def __init__(self, *, model: str, api_key: str | None, base_url: str | None, timeout: float,
-                 max_retries: int, client: Any = None, throttle: Throttle | None = None,
+                 max_retries: int, client: Any = None, gate: CallGate | None = None,
+                 guard: Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]] | None = None,
                  count_tokens: Callable[[str], int] | None = None, backoff_seconds: float = BACKOFF_SECONDS,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.model = model
         self._timeout = timeout
         self._max_retries = max_retries
-        self._throttle = throttle or Throttle(clock=clock, sleep=sleep)
+        # On its own (no endpoint), a model sends as much as it is asked to until the provider's first 429.
+        self._gate = gate or CallGate(clock=clock, window=math.inf)
+        self._guard = guard or _unguarded
         self._count_tokens = count_tokens
         self._backoff_seconds = backoff_seconds
         self._clock = clock
@@ -115,40 +154,95 @@ class ChatModel:
                                  http_client=DefaultAsyncHttpxClient(verify=_tls_context()))
         self._client = client
 
+    async def prime(self) -> None:
+        """Read what each call needs before the first one is made (the circuit's state), where there is any."""
+        prime = getattr(self._guard, "prime", None)
+        if prime is not None:
+            await prime()
+
     async def complete(self, messages: list[dict[str, str]], *, max_tokens: int,
                        response_format: dict[str, Any] | None = None, deadline: float | None = None) -> Completion:
-        """One answer; retried here on transient errors. ``deadline`` is a ``time.monotonic()`` no attempt outlives."""
-        from openai.types.chat import ChatCompletion
-
+        """One answer; retried here on transient errors and 429s. ``deadline`` is a ``time.monotonic()`` no attempt
+        outlives."""
         request: dict[str, Any] = {"model": self.model, "messages": messages, "max_tokens": max_tokens,
                                    "temperature": 0}
         if response_format is not None:
             request["response_format"] = response_format
-        tokens = self._request_tokens(messages, max_tokens, response_format) if self._throttle.counts_tokens else 0
-        retries = 0
+        tokens = 0
+        retries = throttled = 0
         while True:
-            await self._throttle.acquire(tokens=tokens,
-                                         deadline=None if deadline is None else deadline - MIN_ATTEMPT_SECONDS)
+            limit = self._gate.tokens_per_minute
+            if limit and not tokens:
+                tokens = self._request_tokens(messages, max_tokens, response_format)
+            if limit and tokens > limit:
+                raise RequestTooLarge(f"the request needs {tokens} tokens, more than the provider's limit of {limit} "
+                                      "tokens per minute accepts in one request", status=429,
+                                      provider_code="rate_limit_exceeded", param="messages")
             started = self._clock()
             try:
-                # The SDK's own POST with a ready body: ``chat.completions.create`` would re-walk every message
-                # against its typed signature first, about 1.3 ms of CPU a call, paid C times per wave of calls.
-                response = await self._client.post("/chat/completions", cast_to=ChatCompletion, body=request,
-                                                   options={"timeout": self._attempt_timeout(deadline)})
-            except Exception as exc:
-                error: EndpointRefused | EndpointBusy | None = _classify(exc)
-            else:
-                error = _unreadable(response)
+                answer = await self._attempt(request, tokens, deadline)
+            except _RateLimited as refusal:
+                self._gate.observe(refusal.limits)
+                wait = refusal.wait
+                if wait is None:
+                    wait = min(self._backoff_seconds * 2 ** throttled, MAX_BACKOFF_SECONDS)
+                    wait *= 1 - 0.25 * random.random()
+                throttled += 1
+                if wait > MAX_RETRY_AFTER_SECONDS or throttled >= MAX_THROTTLED_ATTEMPTS:
+                    raise Throttled(refusal.message, retry_after=wait) from None
+                # Every call of the pool waits, here and in the other workers; the next admission waits with them.
+                self._gate.pause(wait)
+                continue
+            except EndpointBusy as error:
+                if retries >= self._max_retries:
+                    raise
+                await self._wait_before_retry(error, retries, deadline)
+                retries += 1
+                continue
+            return _completion(answer.response, latency=self._clock() - started, retries=retries + throttled)
+
+    async def _attempt(self, request: dict[str, Any], tokens: int, deadline: float | None) -> _Answer:
+        """One request: admitted by the gate (``Throttled`` if not before the deadline), inside the circuit breaker."""
+        self._attempt_timeout(deadline)  # OutOfTime at once when too little is left to wait for a turn at all
+        ticket = await self._gate.admit(self, tokens=tokens,
+                                        deadline=None if deadline is None else deadline - MIN_ATTEMPT_SECONDS)
+        throttled = False
+        try:
+            answer: _Answer = await self._guard(functools.partial(self._send, request, deadline))
+        except _RateLimited:
+            throttled = True
+            raise
+        finally:
+            self._gate.release(ticket, throttled=throttled)
+        self._gate.observe(answer.limits)
+        return answer
+
+    async def _send(self, request: dict[str, Any], deadline: float | None) -> _Answer:
+        from openai._constants import RAW_RESPONSE_HEADER
+        from openai.types.chat import ChatCompletion
+
+        # The SDK's own POST with a ready body: ``chat.completions.create`` would re-walk every message against its
+        # typed signature first, about 1.3 ms of CPU a call, paid C times per wave of calls. The raw response (the
+        # SDK's own header asks for it) keeps the headers in which the provider states its limits.
+        options = {"timeout": self._attempt_timeout(deadline), "headers": {RAW_RESPONSE_HEADER: "true"}}
+        error: EndpointRefused | EndpointBusy | _RateLimited | None = None
+        try:
+            raw = await self._client.post("/chat/completions", cast_to=ChatCompletion, body=request, options=options)
+            response = raw.parse()
+        except Exception as exc:
+            error = _classify(exc)
+        else:
+            error = _unreadable(response)
             if error is None:
-                return _completion(response, latency=self._clock() - started, retries=retries)
-            # Raised outside the except block so the SDK's exception, which holds the request and its
-            # Authorization header, is not chained to ours.
-            if isinstance(error, JobFailure) or retries >= self._max_retries:
-                raise error
-            await self._wait_before_retry(error, retries, deadline)
-            retries += 1
+                return _Answer(response, ProviderLimits.of(raw.headers))
+        # Raised outside the except block so the SDK's exception, which holds the request and its Authorization
+        # header, is not chained to ours.
+        raise error
 
     async def close(self) -> None:
+        close = getattr(self._guard, "close", None)
+        if close is not None:
+            close()
         await self._client.close()
 
     def _attempt_timeout(self, deadline: float | None) -> float:
@@ -165,9 +259,6 @@ class ChatModel:
         wait = error.retry_after
         if wait is None:
             wait = min(self._backoff_seconds * 2 ** retries, MAX_BACKOFF_SECONDS) * (1 - 0.25 * random.random())
-        if error.throttled:
-            self._throttle.pause(wait)  # the next acquire waits, together with every other call
-            return
         if deadline is not None and self._clock() + wait + MIN_ATTEMPT_SECONDS > deadline:
             raise error
         await self._sleep(wait)
@@ -210,13 +301,18 @@ def _unreadable(response: Any) -> EndpointBusy | None:
     return None
 
 
-def _classify(exc: Exception) -> EndpointRefused | EndpointBusy:
-    """Permanent (the same request can never succeed) or transient (it may, later)."""
+def _classify(exc: Exception) -> EndpointRefused | EndpointBusy | _RateLimited:
+    """Permanent (the same request can never succeed), a request to slow down, or transient (it may succeed later)."""
     import openai
 
     if isinstance(exc, openai.RateLimitError) and _error_field(exc, "code") != "insufficient_quota":
-        return EndpointBusy(f"the LLM endpoint is throttling (429): {redact(_error_message(exc))}",
-                            retry_after=_retry_after(exc), throttled=True)
+        message = redact(_error_message(exc))
+        sizes = _LIMIT_AND_REQUESTED.search(message)
+        if _TOO_LARGE_MESSAGE.search(message) or (sizes and int(sizes.group(2)) > int(sizes.group(1))):
+            return RequestTooLarge(f"the LLM endpoint can never accept this request (429): {message}", status=429,
+                                   provider_code=_error_field(exc, "code"), param="messages")
+        return _RateLimited(f"the LLM endpoint asked to slow down (429): {message}", ProviderLimits.of(_headers(exc)),
+                            _error_field(exc, "type"))
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
         code = _error_field(exc, "code")
@@ -228,7 +324,9 @@ def _classify(exc: Exception) -> EndpointRefused | EndpointBusy:
                 kind = ContextLengthExceeded
             return kind(f"the LLM endpoint refused the request {detail}", status=status, provider_code=code,
                         param=_error_field(exc, "param"))
-        return EndpointBusy(f"the LLM endpoint failed {detail}", retry_after=_retry_after(exc))
+        headers = _headers(exc)
+        return EndpointBusy(f"the LLM endpoint failed {detail}",
+                            retry_after=None if headers is None else retry_after(headers))
     if isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError)):
         return EndpointBusy(f"the LLM endpoint could not be reached: {type(exc).__name__}")
     if isinstance(exc, ValueError):  # a 200 whose JSON body is cut or malformed
@@ -236,25 +334,8 @@ def _classify(exc: Exception) -> EndpointRefused | EndpointBusy:
     raise exc
 
 
-def _retry_after(exc: Any) -> float | None:
-    """Seconds the server asked to wait: ``retry-after-ms``, then ``retry-after`` (seconds or an HTTP date)."""
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None)
-    if headers is None:
-        return None
-    for name, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
-        value = headers.get(name)
-        if value is None:
-            continue
-        try:
-            seconds = float(value) / divisor
-        except ValueError:
-            continue
-        return seconds if math.isfinite(seconds) and seconds >= 0 else None
-    parsed = email.utils.parsedate_tz(headers.get("retry-after") or "")
-    if parsed is None:
-        return None
-    return max(0.0, email.utils.mktime_tz(parsed) - time.time())
+def _headers(exc: Any) -> Any:
+    return getattr(getattr(exc, "response", None), "headers", None)
 
 
 def _error_field(exc: Any, name: str) -> str | None:

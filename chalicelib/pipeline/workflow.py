@@ -17,15 +17,16 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import math
 import time
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from chalicelib.documents import Chunk, Document
-from chalicelib.errors import CircuitOpen, JobFailure
+from chalicelib.errors import CircuitOpen, JobFailure, Throttled
 from chalicelib.jobs import Attempt, Job
-from chalicelib.llm import Budget, EndpointBusy, MeteredChat, Usage, total_spend
+from chalicelib.llm import Budget, MeteredChat, Usage, total_spend
 from chalicelib.observability import logger
 from chalicelib.pipeline.mapreduce import halve_chunk, map_chunks
 from chalicelib.tasks import NEEDS_LLM, task_for
@@ -229,8 +230,9 @@ class _TaskRun:
 
 def map_batch(services: Services, job_id: str, *, run: str, task: int, start: int,
               deadline: float | None = None) -> dict[str, Any]:
-    """Answer one batch of chunks for task ``task``; ``{"wait_seconds": n}`` when the provider asks to slow down
-    (the circuit is open, or it throttles): the workflow waits, then runs the batch again.
+    """Answer one batch of chunks for task ``task``; ``{"wait_seconds": n}`` when the provider asks to slow down for
+    longer than a call waits by itself (the circuit is open, or a 429's wait is too long): the workflow waits, then
+    runs the batch again.
 
     Chunks a failed or waiting invocation had answered are kept (``.answered.json``) and not asked again.
     """
@@ -248,14 +250,13 @@ def map_batch(services: Services, job_id: str, *, run: str, task: int, start: in
     try:
         services.llm.refresh()
         answers = asyncio.run(_map(work, batch, known, answered))
-    except (CircuitOpen, EndpointBusy) as slow:
+    except (CircuitOpen, Throttled) as slow:
+        # Longer than an invocation should wait: the workflow waits instead (a Wait state, no Lambda running).
         _keep(stage, work, kept, {**known, **answered}, known)
         work.record(f"m{start}")
         if isinstance(slow, CircuitOpen):
             return {"wait_seconds": services.settings.breaker_recovery_seconds}
-        if not slow.throttled:
-            raise
-        return {"wait_seconds": max(1, int(slow.retry_after or services.settings.retry_backoff_seconds))}
+        return {"wait_seconds": max(1, math.ceil(slow.retry_after or services.settings.retry_backoff_seconds))}
     except BaseException:
         _keep(stage, work, kept, {**known, **answered}, known)
         raise

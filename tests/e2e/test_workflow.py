@@ -152,8 +152,9 @@ def test_a_long_document_through_the_workflow_asks_each_chunk_once_and_waits_whe
                "DOCPIPE_LLM_CONCURRENCY": "8"}
         with LocalStack(api_port=free_port(), emulator_port=free_port(), extra_env=env, worker_timeout=30,
                         app_log=LOCAL_DIR / "e2e-workflow-openai.log") as stack:
-            # The provider's first answers are 429 with Retry-After: the batches wait (no Lambda runs) and ask again.
-            fake.script([("status", 429, {"Retry-After": "1"})] * 3)
+            # The provider's first answer is a 429 asking for a wait longer than a call waits by itself (30 s): the
+            # batch hands the wait to the workflow (a Wait state, no Lambda running) and asks again after it.
+            fake.script([("status", 429, {"Retry-After": "31"})])
             _, job = submit(stack, {"document": {"text": "\f".join(LONG_PAGES)}, "task": {"type": "summarize"}})
             finished = wait_for(stack, job["job_id"], timeout=180)
             history = sfn(stack).get_execution_history(executionArn=finished["execution_arn"],

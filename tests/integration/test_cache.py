@@ -75,13 +75,26 @@ def test_a_redelivered_job_reuses_every_chunk_answered_before_its_attempt_failed
     healthy = submit(client, {"text": "A short and healthy note about alpine huts and their keepers."},
                      {"type": "summarize"})
     healthy_message = receive(sqs, drain_queue, healthy)
-    small_chunks.script([("ok",), ("ok",), ("status", 500)])
+    # The records of a batch run at once: the failing job's third call fails, whenever the healthy job's comes.
+    failing_calls: list[str] = []
+
+    def fault(request: dict):
+        from tests.support.fake_openai import message_text
+
+        if "alpine huts" in "".join(message_text(m) for m in request["messages"]):
+            return None
+        failing_calls.append("call")
+        return ("status", 500) if len(failing_calls) == 3 else None
+
+    small_chunks.fault = fault
 
     first = deliver_batch(client, [failing_message, healthy_message])
 
     assert first == {"batchItemFailures": [{"itemIdentifier": failing_message["MessageId"]}]}
     assert get_job(client, failing)["status"] == "RUNNING"
-    answered = {excerpt(r)[1] for r in map_requests(small_chunks)[:2]}
+    of_failing = [r for r in map_requests(small_chunks) if "alpine huts" not in excerpt(r)[1]]
+    answered = {excerpt(r)[1] for r in of_failing[:2]}
+    small_chunks.fault = None
     small_chunks.reset()
 
     assert deliver_batch(client, [failing_message], receive_count=2) == {"batchItemFailures": []}

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from chalicelib.errors import JobFailure, TransientError
+from chalicelib.errors import JobFailure, Throttled, TransientError
 from chalicelib.llm.chat import ChatModel, Completion, redact
 from tests.support.fake_openai import FakeOpenAI
 
@@ -181,14 +181,22 @@ def test_rate_limit_with_retry_after_is_retried_after_the_advertised_wait(fake):
     assert elapsed >= 0.9
 
 
-def test_persistent_rate_limit_is_transient(fake):
-    fake.script([("status", 429, {"Retry-After": "1"})] * 3)
+def test_rate_limits_are_waited_out_without_spending_the_transient_retries(fake):
+    fake.script([("status", 429, {"retry-after-ms": "50"})] * 3)
 
-    error = fail(TransientError, fake.base_url, max_retries=0)
+    result = complete(fake.base_url, max_retries=0)
 
-    assert error.code == "llm_unavailable"
+    assert result.text.startswith("Summary of") and result.retries == 3 and fake.calls == 4
+
+
+def test_a_rate_limit_longer_than_the_invocation_may_wait_is_throttled_with_its_wait(fake):
+    fake.script([("status", 429, {"Retry-After": "120"})])
+
+    error = fail(Throttled, fake.base_url, max_retries=3)
+
+    assert isinstance(error, TransientError) and error.code == "llm_unavailable"
     assert "429" in error.message and "Rate limit reached" in error.message
-    assert fake.calls == 1
+    assert error.retry_after == 120 and fake.calls == 1
 
 
 @pytest.mark.parametrize("status", [500, 502, 503])

@@ -139,21 +139,28 @@ def test_an_llm_outage_opens_the_circuit_and_jobs_wait_instead_of_burning_delive
         messages = receive(sqs, drain_queue)
         assert len(messages) == 4
 
-        outcome = deliver(client, sqs, drain_queue, messages)
+        # The records of a batch run at once, so the circuit is tripped by a first batch and tested by a second.
+        first = deliver(client, sqs, drain_queue, messages[:2])
+        later = deliver(client, sqs, drain_queue, messages[2:])
 
         # Two failed calls (one per job, no retries) trip the circuit; the jobs after them never reach the provider.
         assert fake.calls == 2
-        assert len(outcome["batchItemFailures"]) == 2
-        deferred = [services.jobs.get(j) for j in jobs[2:]]
+        assert len(first["batchItemFailures"]) == 2 and later["batchItemFailures"] == []
+        deferred = [services.jobs.get(json.loads(m["Body"])["job_id"]) for m in messages[2:]]
         assert all(j.status == RUNNING and "waits" in j.last_error["message"] for j in deferred)
 
-        # Recovery: the provider answers again; after the recovery window every job drains by itself.
+        # Recovery: the provider answers again; after the recovery window every job drains by itself. While one
+        # job's call probes the half-open circuit, the others of its batch wait once more on the queue.
         fake.reset()
         time.sleep(2.2)
         redelivered = receive(sqs, drain_queue, wait=2)
         assert sorted(json.loads(m["Body"])["job_id"] for m in redelivered) == sorted(jobs)
-        outcome = deliver(client, sqs, drain_queue, redelivered)
-    assert outcome["batchItemFailures"] == []
+        for _round in range(4):
+            outcome = deliver(client, sqs, drain_queue, redelivered)
+            assert outcome["batchItemFailures"] == []
+            if all(services.jobs.get(j).status == "SUCCEEDED" for j in jobs):
+                break
+            redelivered = receive(sqs, drain_queue, wait=4)
     assert [services.jobs.get(j).status for j in jobs] == ["SUCCEEDED"] * 4
 
 

@@ -232,6 +232,65 @@ def test_openai_one_chunk_document_takes_exactly_one_call(client, sqs, drain_que
     assert PAGES[0] in user_text(llm.chat_requests[0])
 
 
+def test_the_records_of_a_batch_run_at_once_each_with_its_own_outcome_and_log_keys(client, sqs, drain_queue, llm):
+    import io
+    import logging
+    import threading
+
+    from chalicelib.observability import logger
+    from tests.support.fake_openai import default_reply
+
+    together = threading.Barrier(3, timeout=30)  # broken unless the three jobs' calls are at the provider at once
+
+    def responder(request: dict) -> str:
+        together.wait()
+        return default_reply(request)
+
+    llm.responder = responder
+    jobs, messages = [], []
+    for page in PAGES[:3]:  # one at a time: receiving one job's message deletes any other
+        jobs.append(submit(client, {"text": page}))
+        messages.append(receive(sqs, drain_queue, jobs[-1], first_receive=True))
+    # Lines formatted as they are logged, on the record's own thread, as CloudWatch receives them.
+    written = io.StringIO()
+    handler = logging.StreamHandler(written)
+    handler.setFormatter(logger.registered_formatter)
+    logger._logger.addHandler(handler)
+    try:
+        payload = deliver(client, sqs, drain_queue, *messages, receive_count=1)
+    finally:
+        logger._logger.removeHandler(handler)
+
+    assert no_failures(payload) and not together.broken
+    assert [get_job(client, job_id)["status"] for job_id in jobs] == ["SUCCEEDED"] * 3
+    lines = [json.loads(line) for line in written.getvalue().splitlines() if line.startswith("{")]
+    succeeded = [line for line in lines if line["message"] == "job succeeded"]
+    assert sorted(line["job_id"] for line in succeeded) == sorted(jobs), "each record's lines carry its own job"
+
+
+def test_a_throttled_job_waits_on_the_queue_as_long_as_the_provider_says_and_leaves_no_asyncio_errors(
+        client, services, sqs, drain_queue, llm, monkeypatch, caplog):
+    import gc
+    import logging
+
+    configure(monkeypatch, DOCPIPE_CHUNK_TOKENS="60", DOCPIPE_CHUNK_OVERLAP_TOKENS="0")
+    llm.script([("status", 429, {"retry-after": "120"})] * 40)
+    job_id = submit(client, {"text": "\f".join(PAGES * 3)})
+    message = receive(sqs, drain_queue, job_id, first_receive=True)
+
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        payload = deliver(client, sqs, drain_queue, message, receive_count=1)
+        gc.collect()
+
+    assert no_failures(payload), "the job's message is done with: a fresh one waits on the queue"
+    job = get_job(client, job_id)
+    assert job["status"] == "RUNNING" and "slow down" in job["last_error"]["message"]
+    assert "120 s" in job["last_error"]["message"]
+    delayed = sqs.get_queue_attributes(QueueUrl=drain_queue, AttributeNames=["ApproximateNumberOfMessagesDelayed"])
+    assert int(delayed["Attributes"]["ApproximateNumberOfMessagesDelayed"]) == 1
+    assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]
+
+
 @pytest.mark.parametrize("echoes_key", [False, True], ids=["recorded-401-body", "body-echoing-the-key"])
 def test_a_rejected_api_key_fails_the_job_without_retry_or_leak(client, sqs, drain_queue, llm, monkeypatch,
                                                                 echoes_key):
@@ -262,12 +321,24 @@ def _fail_first_of_two(client, sqs, queue_url: str, llm) -> tuple[str, dict, str
     failing_message = receive(sqs, queue_url, failing, first_receive=True)
     healthy = submit(client, {"text": PAGES[0]})
     healthy_message = receive(sqs, queue_url, healthy, first_receive=True)
-    llm.script([("status", 500)])  # records are processed in order: the failing job's only call gets it
+    # The records of a batch run at once: the failing job's call is told apart by its text, and fails once.
+    failed_once: list[bool] = []
+
+    def fault(request: dict):
+        from tests.support.fake_openai import message_text
+
+        if "Beekeepers" in "".join(message_text(m) for m in request["messages"]) and not failed_once:
+            failed_once.append(True)
+            return ("status", 500)
+        return None
+
+    llm.fault = fault
 
     payload = deliver(client, sqs, queue_url, failing_message, healthy_message, receive_count=1)
 
     assert payload == {"batchItemFailures": [{"itemIdentifier": failing_message["MessageId"]}]}, payload
     assert get_job(client, healthy)["status"] == "SUCCEEDED"
+    llm.fault = None
     return failing, failing_message, healthy
 
 

@@ -25,6 +25,14 @@ Script steps, consumed one per chat-completion request in arrival order (then re
 ``fake.fault = lambda request_json: step_or_None`` injects faults by rule (random, time-based, by content) when no
 scripted step is pending.
 
+Shared limits, as a provider enforces them on one API key whoever calls: ``fake.max_in_flight`` (calls answered at
+once) and ``fake.requests_per_minute`` (a bucket holding one second's worth, refilled continuously, as OpenAI enforces
+its per-minute limits over short windows). A request over either is answered 429 the way OpenAI answers it, with
+``retry-after-ms``, ``Retry-After`` and the ``x-ratelimit-*`` headers (which every answer carries while a per-minute
+limit is set), and counted in ``fake.refused``; ``fake.peak_admitted`` is the most calls answered at once::
+
+    fake.max_in_flight, fake.requests_per_minute, fake.latency = 16, 1200, 0.5
+
 Every request is recorded in ``fake.requests``; ``fake.max_concurrency`` is the most requests ever in flight at once.
 Request headers carry the API key: they are recorded for assertions but never logged or printed.
 """
@@ -32,6 +40,7 @@ Request headers carry the API key: they are recorded for assertions but never lo
 from __future__ import annotations
 
 import json
+import math
 import re
 import secrets
 import socket
@@ -191,6 +200,18 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _chat(self, request: Any) -> None:
         fake = self.server.fake
+        model = request.get("model") if isinstance(request, dict) else None
+        refusal, limit_headers = fake._admit(model or fake.model_id)
+        if refusal is not None:
+            self._send_json(429, refusal, limit_headers)
+            return
+        try:
+            self._answer(request, limit_headers)
+        finally:
+            fake._leave()
+
+    def _answer(self, request: Any, limit_headers: dict[str, str]) -> None:
+        fake = self.server.fake
         step = fake._next_step() or (fake.fault(request) if fake.fault else None) or ("ok",)
         if fake.latency:
             fake._stopping.wait(fake.latency)
@@ -236,7 +257,7 @@ class _Handler(BaseHTTPRequestHandler):
                 fake.errors.append(exc)
                 self._send_json(500, default_error_body(500))
                 return
-        self._send_json(200, fake._completion(request, content))
+        self._send_json(200, fake._completion(request, content), limit_headers)
 
     # --- writing -------------------------------------------------------------------------------------------------
 
@@ -282,6 +303,13 @@ class FakeOpenAI:
         self.errors: list[BaseException] = []
         self.max_concurrency = 0
         self._in_flight = 0
+        # The provider's shared limits (None: unlimited) and what they refused.
+        self.max_in_flight: int | None = None
+        self.requests_per_minute: int | None = None
+        self.refused = 0
+        self.peak_admitted = 0
+        self._admitted = 0
+        self._bucket: tuple[float, float] | None = None  # (level, when)
         self._steps: deque[Step] = deque()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -363,6 +391,8 @@ class FakeOpenAI:
             self.errors.clear()
             self._steps.clear()
             self.max_concurrency = self._in_flight
+            self.refused = 0
+            self.peak_admitted = self._admitted
 
     @property
     def calls(self) -> int:
@@ -397,6 +427,51 @@ class FakeOpenAI:
 
     def _entered(self) -> _InFlight:
         return _InFlight(self)
+
+    def _admit(self, model: str) -> tuple[dict[str, Any] | None, dict[str, str]]:
+        """Whether the shared limits let this call in: (None, headers) and it counts as in flight until ``_leave``,
+        or (a 429 body, its headers)."""
+        with self._lock:
+            now = time.monotonic()
+            headers: dict[str, str] = {}
+            wait = 0.0
+            if self.requests_per_minute:
+                rate = self.requests_per_minute / 60.0
+                capacity = max(1.0, rate)
+                level, when = self._bucket if self._bucket is not None else (capacity, now)
+                level = min(capacity, level + (now - when) * rate)
+                wait = 0.0 if level >= 1 else (1 - level) / rate
+                if not wait:
+                    level -= 1
+                self._bucket = (level, now)
+                reset_ms = math.ceil(max(wait, (1 - level) / rate if level < 1 else 0.0) * 1000)
+                headers = {"x-ratelimit-limit-requests": str(self.requests_per_minute),
+                           "x-ratelimit-remaining-requests": str(max(0, math.floor(level))),
+                           "x-ratelimit-reset-requests": f"{reset_ms}ms"}
+                if wait:
+                    self.refused += 1
+                    return self._refusal(model, wait, headers, f"on requests per min (RPM): Limit "
+                                         f"{self.requests_per_minute}, Used {self.requests_per_minute}, Requested 1.")
+            if self.max_in_flight is not None and self._admitted >= self.max_in_flight:
+                if self._bucket is not None:  # the request was not served: its unit of the bucket goes back
+                    self._bucket = (self._bucket[0] + 1, self._bucket[1])
+                self.refused += 1
+                return self._refusal(model, max(self.latency, 0.05), headers, f"on concurrent requests: Limit "
+                                     f"{self.max_in_flight}, Used {self.max_in_flight}, Requested 1.")
+            self._admitted += 1
+            self.peak_admitted = max(self.peak_admitted, self._admitted)
+            return None, headers
+
+    def _refusal(self, model: str, wait: float, headers: dict[str, str], what: str
+                 ) -> tuple[dict[str, Any], dict[str, str]]:
+        milliseconds = max(1, math.ceil(wait * 1000))
+        body = error_body(f"Rate limit reached for {model} in organization org-fake {what} Please try again in "
+                          f"{milliseconds}ms.", "requests", "rate_limit_exceeded")
+        return body, {**headers, "retry-after-ms": str(milliseconds), "retry-after": str(math.ceil(wait))}
+
+    def _leave(self) -> None:
+        with self._lock:
+            self._admitted -= 1
 
     def _completion(self, request: dict[str, Any], content: str) -> dict[str, Any]:
         prompt = "".join(message_text(m) for m in request.get("messages", []) if isinstance(m, dict))

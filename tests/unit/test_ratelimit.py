@@ -1,16 +1,21 @@
-"""The client-side rate limiter and the one owner of retries (ChatModel), on a fake clock where time matters."""
+"""The provider's limits: what its headers say, how a worker's calls are admitted (on a fake clock), how the
+deployment's capacity is divided between workers, and the one owner of retries (ChatModel)."""
 
 from __future__ import annotations
 
 import asyncio
+import math
 
 import httpx2
 import openai
 import pytest
 
-from chalicelib.errors import JobFailure, TransientError
-from chalicelib.llm.chat import MIN_ATTEMPT_SECONDS, ChatModel, EndpointBusy
-from chalicelib.llm.ratelimit import OutOfTime, Throttle
+from chalicelib.errors import JobFailure, Throttled, TransientError
+from chalicelib.llm.chat import MIN_ATTEMPT_SECONDS, ChatModel, EndpointBusy, RequestTooLarge
+from chalicelib.llm.fairshare import Claim, fair_shares
+from chalicelib.llm.gate import Admission, Ticket
+from chalicelib.llm.ratelimit import OutOfTime, ProviderLimits, retry_after
+from chalicelib.llm.sharedlimits import LEASE_SECONDS, Allowance, Demand, SharedLimits, plan
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -30,107 +35,184 @@ class FakeClock:
         self.now += seconds
 
 
-def start_times(throttle: Throttle, clock: FakeClock, tokens: list[int]) -> list[float]:
-    """When each request, made one after another, may go (seconds after the first)."""
-    begun = clock.now
-    times = []
-    for amount in tokens:
-        asyncio.run(throttle.acquire(tokens=amount))
-        times.append(round(clock.now - begun, 6))
-    return times
+# --- what the provider's headers say --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("value", "seconds"), [("1s", 1.0), ("6m0s", 360.0), ("20ms", 0.02), ("1h2m3.5s", 3723.5),
+                                                ("0.5", 0.5), ("soon", None)])
+def test_reset_headers_are_read_as_openai_writes_them(value, seconds):
+    limits = ProviderLimits.of({"x-ratelimit-reset-requests": value})
+
+    assert limits.reset_requests == (pytest.approx(seconds) if seconds is not None else None)
 
 
-# --- Throttle --------------------------------------------------------------------------------------------------------
+def test_a_reset_given_as_a_unix_time_is_a_time_from_now():
+    assert ProviderLimits.of({"x-ratelimit-reset-tokens": "1700000042"}, now=1_700_000_000).reset_tokens == 42
 
-def test_without_limits_no_request_waits():
-    clock = FakeClock()
-    throttle = Throttle(clock=clock, sleep=clock.sleep)
 
-    assert start_times(throttle, clock, [10_000] * 50) == [0.0] * 50
-    assert clock.sleeps == []
-    assert not throttle.counts_tokens
+def test_retry_after_ms_takes_precedence_over_retry_after_and_a_date_is_understood():
+    assert retry_after({"retry-after-ms": "250", "retry-after": "9"}) == 0.25
+    assert retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:05 GMT"}, now=1445412480) == 5
+
+
+def test_a_limit_with_nothing_remaining_holds_back_until_its_reset():
+    limits = ProviderLimits.of({"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "120ms",
+                                "x-ratelimit-remaining-tokens": "1800", "x-ratelimit-reset-tokens": "6m0s"})
+
+    assert limits.exhausted_for() == pytest.approx(0.12)
+
+
+def test_a_429_waits_for_the_reset_of_the_limit_it_names():
+    limits = ProviderLimits.of({"x-ratelimit-reset-requests": "1s", "x-ratelimit-reset-tokens": "6m0s"})
+
+    assert limits.wait_after_429("tokens") == 360
+    assert limits.wait_after_429("requests") == 1
+    assert ProviderLimits.of({"retry-after": "3", "x-ratelimit-reset-requests": "1s"}).wait_after_429("requests") == 3
+
+
+# --- admission of one worker's calls --------------------------------------------------------------------------------
+
+def admission(clock: FakeClock, **limits) -> Admission:
+    return Admission(requests_per_minute=limits.get("rpm"), tokens_per_minute=limits.get("tpm"), shared=False,
+                     now=clock())
 
 
 def test_requests_per_minute_are_spread_evenly_not_sent_in_a_burst():
     clock = FakeClock()
-    throttle = Throttle(requests_per_minute=60, clock=clock, sleep=clock.sleep)
+    gate = admission(clock, rpm=60)
+    for _ in range(3):
+        gate.add(Ticket("job", 0))
+    gate.window = math.inf
 
-    assert start_times(throttle, clock, [0] * 5) == [0.0, 1.0, 2.0, 3.0, 4.0]
+    first, wake = gate.admit(clock())
+    assert len(first) == 1 and wake == pytest.approx(clock() + 1.0)
+    clock.now += 1.0
+    second, _ = gate.admit(clock())
+    assert len(second) == 1
 
 
-def test_tokens_per_minute_count_each_request_by_its_own_tokens():
+def test_a_one_chunk_job_goes_next_whatever_a_large_job_has_waiting():
     clock = FakeClock()
-    throttle = Throttle(tokens_per_minute=6_000, clock=clock, sleep=clock.sleep)  # 100 tokens a second
+    gate = admission(clock)
+    gate.window = 4
+    big = [Ticket("big", 0) for _ in range(1000)]
+    for ticket in big:
+        gate.add(ticket)
+    admitted, _ = gate.admit(clock())
+    assert [t.job for t in admitted] == ["big"] * 4
+    small = Ticket("small", 0)
+    gate.add(small)
 
-    assert throttle.counts_tokens
-    # 100 tokens are in the bucket; 300 more take 3 s to earn; the next 100 one more second.
-    assert start_times(throttle, clock, [100, 300, 100]) == [0.0, 3.0, 4.0]
+    gate.done(admitted[0], throttled=False, now=clock())
+    next_up, _ = gate.admit(clock())
+
+    assert next_up[0] is small
 
 
-def test_a_request_larger_than_a_seconds_worth_still_goes_once_its_tokens_are_earned():
+def test_a_pause_holds_back_every_call_until_it_ends():
     clock = FakeClock()
-    throttle = Throttle(tokens_per_minute=600, clock=clock, sleep=clock.sleep)  # 10 tokens a second
+    gate = admission(clock)
+    gate.add(Ticket("job", 0))
+    gate.pause(clock() + 7)
 
-    assert start_times(throttle, clock, [10, 50, 10]) == [0.0, 5.0, 6.0]
+    assert gate.admit(clock()) == ([], clock() + 7)
+    clock.now += 7
+    assert len(gate.admit(clock())[0]) == 1
 
 
-def test_the_tighter_of_both_limits_decides():
+def test_a_429_halves_the_window_once_per_congestion_and_successes_grow_it_back():
     clock = FakeClock()
-    throttle = Throttle(requests_per_minute=600, tokens_per_minute=60_000, clock=clock, sleep=clock.sleep)
+    gate = admission(clock)
+    gate.window = 8
+    tickets = [Ticket("job", 0) for _ in range(8)]
+    for ticket in tickets:
+        gate.add(ticket)
+    admitted, _ = gate.admit(clock())
+    assert len(admitted) == 8
 
-    # 10 requests/s would allow 0.1 s spacing; 2,000-token requests at 1,000 tokens/s need 2 s each.
-    assert start_times(throttle, clock, [1_000, 2_000, 2_000]) == [0.0, 2.0, 4.0]
+    clock.now += 1
+    gate.done(admitted[0], throttled=True, now=clock())
+    gate.done(admitted[1], throttled=True, now=clock())  # sent before the decrease: no second halving
+    assert gate.window == 4
+
+    for ticket in admitted[2:]:
+        gate.done(ticket, throttled=False, now=clock())
+    assert gate.window > 4
 
 
-def test_concurrent_callers_leave_in_arrival_order_one_interval_apart():
+# --- dividing the deployment's capacity -----------------------------------------------------------------------------
+
+def test_fair_shares_give_a_small_job_what_it_needs_and_the_rest_to_the_large_one():
+    assert fair_shares(16, {"a": Claim(demand=16), "b": Claim(demand=1)}) == {"a": 15, "b": 1}
+    assert fair_shares(16, {"a": Claim(demand=100), "b": Claim(demand=100)}) == {"a": 8, "b": 8}
+    assert fair_shares(16, {"a": Claim(demand=100, jobs=3), "b": Claim(demand=100, jobs=1)}) == {"a": 12, "b": 4}
+
+
+@pytest.mark.parametrize("claims", [{"a": 5, "b": 7, "c": 100}, {"a": 1, "b": 1}, {"a": 40, "b": 40, "c": 40}])
+def test_fair_shares_never_exceed_the_capacity(claims):
+    shares = fair_shares(16, {name: Claim(demand=d) for name, d in claims.items()})
+
+    assert sum(shares.values()) <= 16
+    assert all(shares[name] <= demand for name, demand in claims.items())
+
+
+def test_a_worker_takes_only_free_units_and_a_crashed_workers_units_come_back_after_its_lease():
+    state = {"holders": {"dead": {"units": 16, "demand": 16, "jobs": 1, "until": 1000.0 + LEASE_SECONDS}}}
+
+    while_alive = plan(state, me="me", capacity=16, demand=Demand(waiting=8, jobs=1), now=1001.0)
+    after_lease = plan(state, me="me", capacity=16, demand=Demand(waiting=8, jobs=1), now=1001.0 + LEASE_SECONDS)
+
+    assert (while_alive.units, while_alive.target) == (0, 8)
+    assert after_lease.units == 8 and "dead" not in after_lease.state["holders"]
+
+
+class MemoryItems:
+    """``VersionedItems`` in memory, with the same compare-and-set."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, tuple[dict, int]] = {}
+        self.writes = 0
+
+    def read(self, key):
+        from chalicelib.aws.versioned import Versioned
+
+        state, version = self.items.get(key, ({}, 0))
+        return Versioned(state, version)
+
+    def replace(self, key, state, *, version, expires_at):
+        from chalicelib.aws.versioned import Versioned
+
+        if self.items.get(key, ({}, 0))[1] != version:
+            return False, self.read(key)
+        self.writes += 1
+        self.items[key] = (state, version + 1)
+        return True, Versioned(state, version + 1)
+
+
+def test_workers_sharing_an_item_never_hold_more_than_the_capacity_together():
+    items = MemoryItems()
     clock = FakeClock()
+    workers = [SharedLimits(items, "pool", capacity=16, fallback_units=2, clock=clock, owner=f"w{i}")
+               for i in range(5)]
+    for worker in workers:
+        worker.want(Demand(waiting=10, jobs=1))
 
-    async def clock_stands_still(seconds: float) -> None:
-        await asyncio.sleep(0)
+    for _ in range(4):
+        allowances = [worker.sync() for worker in workers]
+        clock.now += 0.1
 
-    throttle = Throttle(requests_per_minute=30, clock=clock, sleep=clock_stands_still)
-
-    async def all_at_once() -> list[float]:
-        return await asyncio.gather(*(throttle.acquire() for _ in range(6)))
-
-    # Each reservation is made before the caller's first await, so the queue order is the arrival order.
-    assert asyncio.run(all_at_once()) == [0.0, 2.0, 4.0, 6.0, 8.0, 10.0]
-
-
-def test_a_pause_holds_back_every_caller_until_it_ends():
-    clock = FakeClock()
-    throttle = Throttle(clock=clock, sleep=clock.sleep)
-
-    throttle.pause(2.5)
-    throttle.pause(1.0)  # a shorter pause never shortens the one in force
-
-    assert start_times(throttle, clock, [0, 0]) == [2.5, 2.5]
+    assert sum(a.units for a in allowances) == 16
+    assert sorted(a.units for a in allowances) == [3, 3, 3, 3, 4]
 
 
-def test_a_pause_that_begins_while_a_caller_sleeps_holds_it_back_too():
-    clock = FakeClock()
+def test_without_dynamodb_a_worker_keeps_to_its_fallback_share():
+    class Unreachable(MemoryItems):
+        def read(self, key):
+            raise ConnectionError("no DynamoDB")
 
-    async def sleep(seconds: float) -> None:
-        await clock.sleep(seconds)
-        if len(clock.sleeps) == 1:
-            throttle.pause(3.0)  # another call got a 429 with Retry-After: 3 while this one waited
+    worker = SharedLimits(Unreachable(), "pool", capacity=16, fallback_units=2, owner="w")
+    worker.want(Demand(waiting=10, jobs=1))
 
-    throttle = Throttle(requests_per_minute=60, clock=clock, sleep=sleep)
-
-    assert start_times(throttle, clock, [0, 0]) == [0.0, 4.0]
-
-
-def test_a_wait_past_the_deadline_fails_at_once_and_reserves_nothing():
-    clock = FakeClock()
-    throttle = Throttle(requests_per_minute=60, clock=clock, sleep=clock.sleep)
-    asyncio.run(throttle.acquire())
-
-    with pytest.raises(OutOfTime) as refused:
-        asyncio.run(throttle.acquire(deadline=clock.now + 0.5))
-
-    assert isinstance(refused.value, TransientError) and refused.value.code == "out_of_time"
-    assert clock.sleeps == []
-    assert start_times(throttle, clock, [0]) == [1.0]  # the refused call took no place in the queue
+    assert worker.sync() == Allowance(2, 2, 2 / 16)
 
 
 # --- ChatModel: the one owner of retries ---------------------------------------------------------------------------
@@ -144,7 +226,7 @@ class ScriptedClient:
 
     async def post(self, path: str, *, cast_to, body: dict, options: dict):
         assert path == "/chat/completions"
-        return await self.create(**body, timeout=options["timeout"])
+        return Raw(await self.create(**body, timeout=options["timeout"]))
 
     async def create(self, **request):
         self.calls.append(request)
@@ -157,10 +239,44 @@ class ScriptedClient:
         pass
 
 
-def status_error(cls, status: int, headers: dict | None = None, code: str | None = None):
+class Raw:
+    def __init__(self, response, headers: dict | None = None) -> None:
+        self._response = response
+        self.headers = headers or {}
+
+    def parse(self):
+        return self._response
+
+
+class FakeGate:
+    """A gate that admits every call at once and records what the model tells it."""
+
+    def __init__(self, tokens_per_minute: int | None = None) -> None:
+        self.tokens_per_minute = tokens_per_minute
+        self.pauses: list[float] = []
+        self.released: list[bool] = []
+        self.admitted: list[int] = []
+
+    async def admit(self, job, *, tokens, deadline):
+        self.admitted.append(tokens)
+        return Ticket(job, tokens)
+
+    def release(self, ticket, *, throttled=False):
+        self.released.append(throttled)
+
+    def observe(self, limits):
+        pass
+
+    def pause(self, seconds):
+        self.pauses.append(seconds)
+
+
+def status_error(cls, status: int, headers: dict | None = None, code: str | None = None, message: str | None = None,
+                 type_: str = "x"):
     request = httpx2.Request("POST", "http://llm.invalid/v1/chat/completions")
-    body = {"error": {"message": f"HTTP {status}", "type": "x", "param": None, "code": code}}
-    return cls(f"HTTP {status}", response=httpx2.Response(status, headers=headers or {}, request=request), body=body)
+    body = {"error": {"message": message or f"HTTP {status}", "type": type_, "param": None, "code": code}}
+    return cls(message or f"HTTP {status}", response=httpx2.Response(status, headers=headers or {}, request=request),
+               body=body)
 
 
 def ok_response(text: str = "fine"):
@@ -173,33 +289,89 @@ def ok_response(text: str = "fine"):
 
 
 def model_with(outcomes: list, clock: FakeClock, *, max_retries: int = 2, timeout: float = 60,
-               throttle: Throttle | None = None) -> tuple[ChatModel, ScriptedClient]:
+               gate: FakeGate | None = None, guard=None) -> tuple[ChatModel, ScriptedClient, FakeGate]:
     client = ScriptedClient(outcomes)
+    gate = gate or FakeGate()
     return ChatModel(model="m", api_key=None, base_url=None, timeout=timeout, max_retries=max_retries, client=client,
-                     throttle=throttle or Throttle(clock=clock, sleep=clock.sleep), clock=clock,
-                     sleep=clock.sleep), client
+                     gate=gate, guard=guard, clock=clock, sleep=clock.sleep), client, gate  # type: ignore[arg-type]
 
 
 def complete(model: ChatModel, **options):
     return asyncio.run(model.complete([{"role": "user", "content": "hi"}], max_tokens=5, **options))
 
 
-def test_a_429_waits_exactly_its_retry_after_and_pauses_the_shared_throttle():
+def test_a_429_pauses_the_whole_pool_for_its_retry_after_and_is_retried():
     clock = FakeClock()
-    throttle = Throttle(clock=clock, sleep=clock.sleep)
-    model, client = model_with([status_error(openai.RateLimitError, 429, {"retry-after": "7"}), ok_response()],
-                               clock, throttle=throttle)
+    model, client, gate = model_with([status_error(openai.RateLimitError, 429, {"retry-after": "7"}), ok_response()],
+                                     clock)
 
     completion = complete(model)
 
     assert completion.text == "fine" and completion.retries == 1
-    assert len(client.calls) == 2 and clock.sleeps == [7.0]
+    assert len(client.calls) == 2 and gate.pauses == [7.0] and gate.released == [True, False]
+
+
+def test_a_429_never_reaches_the_circuit_breaker_as_a_failure():
+    failures: list[BaseException] = []
+
+    async def guard(attempt):
+        try:
+            return await attempt()
+        except EndpointBusy as exc:  # what the breaker counts (its handled_exceptions)
+            failures.append(exc)
+            raise
+
+    clock = FakeClock()
+    outcomes = [status_error(openai.RateLimitError, 429, {"retry-after-ms": "10"})] * 5 + [ok_response()]
+    model, client, _gate = model_with(outcomes, clock, guard=guard)
+
+    complete(model)
+
+    assert failures == [] and len(client.calls) == 6
+
+
+def test_a_429_naming_the_tokens_limit_waits_for_its_reset_and_a_long_wait_goes_back_to_the_queue():
+    clock = FakeClock()
+    refusal = status_error(openai.RateLimitError, 429, {"x-ratelimit-reset-tokens": "6m0s",
+                                                        "x-ratelimit-reset-requests": "1s"}, type_="tokens",
+                           code="rate_limit_exceeded")
+    model, client, gate = model_with([refusal], clock)
+
+    with pytest.raises(Throttled) as throttled:
+        complete(model)
+
+    assert throttled.value.retry_after == 360 and len(client.calls) == 1 and gate.pauses == []
+
+
+def test_a_request_the_provider_can_never_accept_fails_at_once_with_the_reason():
+    clock = FakeClock()
+    message = ("Request too large for gpt-4o in organization org-x on tokens per min (TPM): Limit 30000, Requested "
+               "45000. The input or output tokens must be reduced in order to run successfully.")
+    model, client, _gate = model_with([status_error(openai.RateLimitError, 429, message=message,
+                                                    code="rate_limit_exceeded", type_="tokens")], clock)
+
+    with pytest.raises(RequestTooLarge) as refused:
+        complete(model)
+
+    assert isinstance(refused.value, JobFailure) and "Requested 45000" in refused.value.message
+    assert len(client.calls) == 1
+
+
+def test_a_request_larger_than_the_known_tokens_per_minute_is_never_sent():
+    clock = FakeClock()
+    model, client, _gate = model_with([ok_response()], clock, gate=FakeGate(tokens_per_minute=10))
+
+    with pytest.raises(RequestTooLarge, match="more than the provider's limit of 10"):
+        complete(model)
+
+    assert client.calls == []
 
 
 def test_retry_after_ms_takes_precedence_over_retry_after():
     clock = FakeClock()
-    model, _client = model_with([status_error(openai.InternalServerError, 500,
-                                              {"retry-after-ms": "250", "retry-after": "9"}), ok_response()], clock)
+    model, _client, _gate = model_with([status_error(openai.InternalServerError, 500,
+                                                     {"retry-after-ms": "250", "retry-after": "9"}), ok_response()],
+                                       clock)
 
     complete(model)
 
@@ -208,8 +380,8 @@ def test_retry_after_ms_takes_precedence_over_retry_after():
 
 def test_server_errors_back_off_exponentially_without_a_header():
     clock = FakeClock()
-    model, client = model_with([status_error(openai.InternalServerError, 500),
-                                status_error(openai.InternalServerError, 503), ok_response()], clock)
+    model, client, _gate = model_with([status_error(openai.InternalServerError, 500),
+                                       status_error(openai.InternalServerError, 503), ok_response()], clock)
 
     completion = complete(model)
 
@@ -220,7 +392,7 @@ def test_server_errors_back_off_exponentially_without_a_header():
 
 def test_transient_errors_end_after_the_configured_attempts():
     clock = FakeClock()
-    model, client = model_with([status_error(openai.InternalServerError, 502)] * 5, clock, max_retries=2)
+    model, client, _gate = model_with([status_error(openai.InternalServerError, 502)] * 5, clock, max_retries=2)
 
     with pytest.raises(EndpointBusy) as failure:
         complete(model)
@@ -228,19 +400,20 @@ def test_transient_errors_end_after_the_configured_attempts():
     assert len(client.calls) == 3 and failure.value.code == "llm_unavailable"
 
 
-def test_a_retry_after_longer_than_the_cap_hands_the_job_back_to_sqs_at_once():
+def test_a_retry_after_longer_than_the_cap_hands_the_job_back_to_sqs_with_that_delay():
     clock = FakeClock()
-    model, client = model_with([status_error(openai.RateLimitError, 429, {"retry-after": "600"})], clock)
+    model, client, _gate = model_with([status_error(openai.RateLimitError, 429, {"retry-after": "600"})], clock)
 
-    with pytest.raises(TransientError):
+    with pytest.raises(Throttled) as throttled:
         complete(model)
 
+    assert throttled.value.retry_after == 600 and isinstance(throttled.value, TransientError)
     assert len(client.calls) == 1 and clock.sleeps == []
 
 
 def test_an_exhausted_quota_is_a_429_that_is_never_retried():
     clock = FakeClock()
-    model, client = model_with([status_error(openai.RateLimitError, 429, code="insufficient_quota")], clock)
+    model, client, _gate = model_with([status_error(openai.RateLimitError, 429, code="insufficient_quota")], clock)
 
     with pytest.raises(JobFailure) as failure:
         complete(model)
@@ -251,7 +424,7 @@ def test_an_exhausted_quota_is_a_429_that_is_never_retried():
 
 def test_each_attempt_gets_only_the_time_left_before_the_deadline():
     clock = FakeClock()
-    model, client = model_with([ok_response()], clock, timeout=60)
+    model, client, _gate = model_with([ok_response()], clock, timeout=60)
 
     complete(model, deadline=clock.now + 25)
 
@@ -260,7 +433,7 @@ def test_each_attempt_gets_only_the_time_left_before_the_deadline():
 
 def test_no_attempt_starts_when_too_little_time_is_left():
     clock = FakeClock()
-    model, client = model_with([ok_response()], clock)
+    model, client, _gate = model_with([ok_response()], clock)
 
     with pytest.raises(OutOfTime):
         complete(model, deadline=clock.now + MIN_ATTEMPT_SECONDS / 2)
@@ -270,8 +443,8 @@ def test_no_attempt_starts_when_too_little_time_is_left():
 
 def test_a_backoff_that_would_pass_the_deadline_is_not_slept_through():
     clock = FakeClock()
-    model, client = model_with([status_error(openai.InternalServerError, 500, {"retry-after": "5"}), ok_response()],
-                               clock)
+    model, client, _gate = model_with([status_error(openai.InternalServerError, 500, {"retry-after": "5"}),
+                                       ok_response()], clock)
 
     with pytest.raises(EndpointBusy):
         complete(model, deadline=clock.now + 6)
@@ -281,42 +454,45 @@ def test_a_backoff_that_would_pass_the_deadline_is_not_slept_through():
 
 def test_tokens_per_minute_are_charged_with_the_real_prompt_and_the_answer_budget():
     clock = FakeClock()
-    throttle = Throttle(tokens_per_minute=60, clock=clock, sleep=clock.sleep)  # 1 token a second
+    gate = FakeGate(tokens_per_minute=1000)
     counted: list[str] = []
     model = ChatModel(model="m", api_key=None, base_url=None, timeout=60, max_retries=0,
-                      client=ScriptedClient([ok_response(), ok_response()]), throttle=throttle,
+                      client=ScriptedClient([ok_response()]), gate=gate,  # type: ignore[arg-type]
                       count_tokens=lambda text: counted.append(text) or 7, clock=clock, sleep=clock.sleep)
 
     complete(model)
-    complete(model)
 
-    assert counted == ["hi", "hi"]
-    # 7 content + 3 per message + 3 priming + 5 max_tokens = 18 tokens; 1 was in the bucket, then 18 more to earn.
-    assert clock.sleeps == [pytest.approx(17.0), pytest.approx(18.0)]
+    # 7 content + 3 per message + 3 priming + 5 max_tokens = 18 tokens.
+    assert counted == ["hi"] and gate.admitted == [18]
 
 
-def test_the_measured_latency_of_a_call_is_reported():
-    clock = FakeClock()
+def test_a_call_waiting_past_its_deadline_for_the_gate_is_throttled_and_takes_no_place():
+    from chalicelib.llm.gate import CallGate
 
-    class SlowClient(ScriptedClient):
-        async def create(self, **request):
-            clock.now += 0.75
-            return await super().create(**request)
+    async def scenario():
+        gate = CallGate(requests_per_minute=60)
+        first = await gate.admit("job", tokens=0, deadline=None)
+        with pytest.raises(Throttled):
+            await gate.admit("job", tokens=0, deadline=asyncio.get_running_loop().time() + 0.05)
+        gate.release(first)
+        return gate
 
-    model = ChatModel(model="m", api_key=None, base_url=None, timeout=60, max_retries=0,
-                      client=SlowClient([ok_response()]), clock=clock, sleep=clock.sleep)
+    gate = asyncio.run(scenario())
 
-    assert complete(model).latency_seconds == pytest.approx(0.75)
+    assert gate._admission.busy == 0 and gate._admission.demand().waiting == 0
 
 
-# --- configuration and wiring ---------------------------------------------------------------------------------------
+# --- configuration ----------------------------------------------------------------------------------------------------
 
 def test_limits_come_from_the_environment_and_are_unlimited_when_unset():
     from chalicelib.config import ConfigError, load_settings
 
-    configured = load_settings({"DOCPIPE_LLM_RPM": "500", "DOCPIPE_LLM_TPM": "200000"})
+    configured = load_settings({"DOCPIPE_LLM_RPM": "500", "DOCPIPE_LLM_TPM": "200000",
+                                "DOCPIPE_LLM_MAX_IN_FLIGHT": "16"})
     assert (configured.llm_requests_per_minute, configured.llm_tokens_per_minute) == (500, 200_000)
+    assert configured.llm_max_in_flight == 16
     unset = load_settings({})
     assert (unset.llm_requests_per_minute, unset.llm_tokens_per_minute) == (None, None)
+    assert load_settings({"DOCPIPE_LLM_MAX_IN_FLIGHT": "0"}).llm_max_in_flight is None
     with pytest.raises(ConfigError, match="DOCPIPE_LLM_RPM"):
         load_settings({"DOCPIPE_LLM_RPM": "0"})

@@ -1,0 +1,316 @@
+"""The provider's limits as limits of the whole deployment: every worker's share held in one DynamoDB item.
+
+An endpoint and model (a *pool*) allows ``capacity`` calls in flight (``DOCPIPE_LLM_MAX_IN_FLIGHT``), and its
+requests and tokens per minute. Workers divide the capacity into *units*: a worker holding 3 units may have 3 calls
+in flight, and sends its share of the requests and tokens per minute in proportion to its units. Who holds what is
+one item (``VersionedItems``): each worker reads it, takes its fair share of what is free (``fair_shares``: by
+jobs, never more than it can use), gives back what it holds above its share as its calls end, and writes its entry
+only if nobody wrote in between. A worker's calls then take turns on its units without any further write.
+
+Every entry is a lease: a worker renews it while it holds units, and one that dies or is frozen holding them
+loses them ``LEASE_SECONDS`` later. A worker with nothing left to run gives its units back at once (after a short
+linger for a job's next call), and at the end of each invocation (``settle``), since Lambda freezes the container
+as soon as the handler returns.
+
+Reading instead of being told: a worker looks at the item every ``HOLDER_POLL_SECONDS`` while it holds units (to
+give back what another worker's jobs now need) and every ``STARVED_POLL_SECONDS`` while it waits below its share.
+So a one-chunk job that arrives while a 1,000-chunk job holds the whole provider gets its unit within about one
+poll and one call. When DynamoDB cannot be reached, a worker falls back to ``fallback_units`` (the capacity divided
+by the most workers that may run) until it can.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from chalicelib.aws.versioned import VersionedItems
+from chalicelib.llm.fairshare import Claim, fair_shares
+from chalicelib.observability import logger
+
+LEASE_SECONDS = 15.0
+RENEW_SECONDS = 5.0
+HOLDER_POLL_SECONDS = 0.5
+STARVED_POLL_SECONDS = 0.2
+LINGER_SECONDS = 0.25
+RETRY_SECONDS = 1.0
+# Writes refused because another worker wrote first: each refusal returns the item as it is now, to decide again.
+_WRITE_ATTEMPTS = 8
+_ITEM_DAYS = 1
+
+
+@dataclass(frozen=True)
+class Demand:
+    """What this worker's calls want now: ``waiting`` for a unit, ``busy`` on one, for ``jobs`` jobs."""
+
+    waiting: int = 0
+    busy: int = 0
+    jobs: int = 0
+
+    @property
+    def calls(self) -> int:
+        return self.waiting + self.busy
+
+
+@dataclass(frozen=True)
+class Allowance:
+    """What this worker may do: ``units`` calls in flight (starting new ones only below ``target``, its fair share:
+    units above it go back as their calls end), ``fraction`` of the pool's requests and tokens per minute, nothing
+    before ``paused_until`` (epoch seconds; the provider said to wait)."""
+
+    units: int
+    target: int
+    fraction: float
+    paused_until: float = 0.0
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One decision on the item: its next state, and what it leaves this worker."""
+
+    state: dict[str, Any]
+    units: int
+    target: int
+    fraction: float
+    paused_until: float
+    write: bool
+
+
+def plan(state: dict[str, Any], *, me: str, capacity: int, demand: Demand, now: float, renew: bool = False,
+         pause_until: float = 0.0) -> Plan:
+    """This worker's next entry in the pool ``state`` (as read at wall-clock ``now``).
+
+    Expired entries are dropped. The worker's share is computed from every live entry's claim and its own; it takes
+    free units up to that share, and above it keeps only the units its calls are using. The item needs writing only
+    when something another worker would decide differently on has changed (a demand above the share is as good as
+    any other above it), when the lease needs renewing, or when the provider's pause is news.
+    """
+    holders: dict[str, dict[str, Any]] = state.get("holders", {})
+    live = {name: entry for name, entry in holders.items() if name != me and entry["until"] > now}
+    mine = holders.get(me) if holders.get(me, {}).get("until", 0) > now else None
+    held = int(mine["units"]) if mine else 0
+    wanted = min(capacity, demand.calls)
+    claims = {name: Claim(int(e["demand"]), int(e["jobs"]), int(e["units"])) for name, e in live.items()}
+    claims[me] = Claim(wanted, demand.jobs, held)
+    target = fair_shares(capacity, claims)[me]
+    free = capacity - held - sum(int(e["units"]) for e in live.values())
+    units = held + max(0, min(target - held, free)) if target > held else max(target, demand.busy)
+    entry = {"units": units, "demand": wanted, "jobs": demand.jobs} if units or wanted else None
+    stored_pause = float(state.get("paused_until", 0.0))
+    paused_until = max(stored_pause, pause_until)
+    new_holders = dict(live)
+    if entry is not None:
+        new_holders[me] = {**entry, "until": round(now + LEASE_SECONDS, 3)}
+    write = (not _same_claim(mine, entry, target) or (me in holders and mine is None)
+             or len(live) != len(holders) - (me in holders) or (renew and entry is not None)
+             or (paused_until > stored_pause and paused_until > now))
+    total = sum(int(e["units"]) for e in new_holders.values())
+    return Plan(state={"holders": new_holders, "paused_until": paused_until}, units=units, target=target,
+                fraction=units / total if units else 0.0, paused_until=paused_until, write=write)
+
+
+def _same_claim(old: dict[str, Any] | None, new: dict[str, Any] | None, target: int) -> bool:
+    if old is None or new is None:
+        return old is None and new is None
+    if (int(old["units"]), int(old["jobs"])) != (new["units"], new["jobs"]):
+        return False
+    return int(old["demand"]) == new["demand"] or min(int(old["demand"]), new["demand"]) >= target
+
+
+@dataclass
+class _Local:
+    """What this worker knows between reads (guarded by ``SharedLimits._lock``)."""
+
+    demand: Demand = Demand()
+    units: int = 0
+    target: int | None = None
+    idle_since: float | None = None
+    last_sync: float = 0.0
+    last_write: float = 0.0
+    urgent: bool = False
+    pause_until: float = 0.0
+    settled: threading.Event = field(default_factory=threading.Event)
+
+
+class SharedLimits:
+    """This worker's share of the pool ``key`` in ``items``, kept by a background thread once ``start()`` is called.
+
+    ``subscribe(callback)`` hands every new ``Allowance`` to the admission of this worker's calls
+    (``llm.gate.CallGate``), which reports what its calls want through ``want(demand)``. ``sync()`` is one round of
+    reading and writing the item; the thread calls it when due, tests call it directly.
+    """
+
+    def __init__(self, items: VersionedItems, key: str, *, capacity: int, fallback_units: int,
+                 clock: Callable[[], float] = time.time, owner: str | None = None) -> None:
+        self.key = key
+        self.capacity = capacity
+        self.owner = owner or uuid.uuid4().hex[:12]
+        self._items = items
+        self._fallback = max(1, min(capacity, fallback_units))
+        self._clock = clock
+        self._lock = threading.Condition()
+        self._local = _Local()
+        self._listeners: list[Callable[[Allowance], None]] = []
+        self._started = False
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+        self._failing_since: float | None = None
+
+    def subscribe(self, listener: Callable[[Allowance], None]) -> None:
+        self._listeners.append(listener)
+
+    def want(self, demand: Demand) -> None:
+        """What this worker's calls want now. A change that needs the item at once (more units while below the
+        share, units above the share to give back) wakes the thread; otherwise the next poll carries it."""
+        with self._lock:
+            local = self._local
+            before, local.demand = local.demand, demand
+            if demand.calls == 0:
+                if local.idle_since is None:
+                    local.idle_since = self._clock()
+            else:
+                local.idle_since = None
+                local.settled.clear()
+            below = local.target is None or local.units < local.target
+            if (demand.calls > local.units and below and before.calls <= local.units) or \
+                    (local.target is not None and local.units > max(local.target, demand.busy)):
+                local.urgent = True
+            if demand != before:
+                self._wake()
+
+    def publish_pause(self, until: float) -> None:
+        """Every worker holds back until ``until`` (epoch seconds): the provider asked one of them to wait."""
+        with self._lock:
+            if until > self._local.pause_until:
+                self._local.pause_until = until
+                self._local.urgent = True
+                self._wake()
+
+    def settle(self, timeout: float = 2.0) -> None:
+        """Give back every unit not in use now: the invocation ends, and a frozen container cannot."""
+        with self._lock:
+            local = self._local
+            if local.units == 0 or local.demand.calls or self._thread is None:
+                return
+            local.idle_since = self._clock() - LINGER_SECONDS
+            local.urgent = True
+            local.settled.clear()
+            self._wake()
+        local.settled.wait(timeout)
+
+    def sync(self) -> Allowance:
+        """One round: read the item, decide, write if anything changed; returns what this worker may do now."""
+        now = self._clock()
+        with self._lock:
+            local = self._local
+            demand = local.demand
+            if demand.calls == 0 and local.idle_since is not None and now - local.idle_since < LINGER_SECONDS:
+                demand = Demand(busy=local.units, jobs=1)  # kept a moment for the job's next call (map, reduce)
+            pause = local.pause_until
+            renew = now - local.last_write > RENEW_SECONDS
+            local.urgent = False
+        try:
+            allowance = self._decide(demand, now, renew, pause)
+        except Exception as exc:  # DynamoDB unreachable or throttled: work on alone, politely, and retry
+            allowance = self._fall_back(exc, demand)
+        with self._lock:
+            local.units = allowance.units
+            local.last_sync = now
+            if allowance.units == 0 and local.demand.calls == 0:
+                local.settled.set()
+        for listener in self._listeners:
+            listener(allowance)
+        return allowance
+
+    def _decide(self, demand: Demand, now: float, renew: bool, pause: float) -> Allowance:
+        current = self._items.read(self.key)
+        for _ in range(_WRITE_ATTEMPTS):
+            decided = plan(current.state, me=self.owner, capacity=self.capacity, demand=demand, now=now,
+                           renew=renew, pause_until=pause)
+            if not decided.write:
+                break
+            written, current = self._items.replace(self.key, decided.state, version=current.version,
+                                                   expires_at=int(now) + _ITEM_DAYS * 86_400)
+            if written:
+                with self._lock:
+                    self._local.last_write = now
+                break
+        else:  # the item is too busy this round: keep what the item says this worker holds, and look again soon
+            entry = current.state.get("holders", {}).get(self.owner)
+            held = int(entry["units"]) if entry and entry["until"] > now else 0
+            decided = Plan(current.state, held, held, decided.fraction, decided.paused_until, False)
+        with self._lock:
+            self._local.target = decided.target
+        if self._failing_since is not None:
+            logger.info("shared LLM limits reachable again", extra={"pool": self.key})
+            self._failing_since = None
+        return Allowance(decided.units, decided.target, decided.fraction, decided.paused_until)
+
+    def _fall_back(self, exc: Exception, demand: Demand) -> Allowance:
+        if self._failing_since is None:
+            self._failing_since = self._clock()
+            logger.warning("shared LLM limits unreachable: this worker keeps to its fallback share",
+                           extra={"pool": self.key, "units": self._fallback, "error": type(exc).__name__})
+        units = self._fallback if demand.calls else 0
+        with self._lock:
+            self._local.target = units
+        return Allowance(units, units, units / self.capacity)
+
+    # --- the thread ------------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Keep the share from now on: a thread looks at the item whenever this worker's calls need it to."""
+        with self._lock:
+            self._started = True
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            self._lock.notify_all()
+
+    def _wake(self) -> None:
+        """(Lock held.) Let the thread look at what changed; started on first need, so a worker that never calls the
+        model never has one."""
+        if self._started and self._thread is None and not self._stopped:
+            self._thread = threading.Thread(target=self._run, name=f"llm-limits-{self.owner}", daemon=True)
+            self._thread.start()
+        self._lock.notify_all()
+
+    def _next_due(self) -> float | None:
+        """When the item must be looked at next (on ``clock``), None while this worker has no part in it."""
+        local = self._local
+        if local.demand.calls == 0:
+            if local.units == 0:
+                return None
+            return (local.idle_since or local.last_sync) + LINGER_SECONDS
+        if self._failing_since is not None:
+            return local.last_sync + RETRY_SECONDS
+        below = local.target is None or local.units < local.target
+        poll = STARVED_POLL_SECONDS if local.demand.calls > local.units and below else HOLDER_POLL_SECONDS
+        return local.last_sync + min(poll, RENEW_SECONDS)
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._stopped:
+                    due = self._next_due()
+                    now = self._clock()
+                    if self._local.urgent or (due is not None and now >= due):
+                        break
+                    self._lock.wait(None if due is None else due - now)
+                if self._stopped:
+                    return
+            self.sync()
+
+
+def pool_key(base_url: str | None, model: str) -> str:
+    """The item of one endpoint and model: the limits are the provider's, per model, whoever calls it."""
+    import hashlib
+
+    endpoint = hashlib.sha256((base_url or "https://api.openai.com/v1").encode()).hexdigest()[:16]
+    return f"llm-limits#{endpoint}#{model}"
+
