@@ -56,8 +56,8 @@ MAP_BATCHES_IN_FLIGHT = 4
 
 
 def map_concurrency(llm_concurrency: int) -> int:
-    """The Map's MaxConcurrency, derived from the LLM concurrency (DOCPIPE_LLM_CONCURRENCY; once provider limits are
-    shared by every invocation, DOCPIPE_LLM_MAX_IN_FLIGHT takes its place here)."""
+    """The Map's MaxConcurrency, derived from one job's LLM concurrency (DOCPIPE_LLM_CONCURRENCY); the deployment's
+    ceiling, DOCPIPE_LLM_MAX_IN_FLIGHT, is kept by the shared gate every stage's calls pass through."""
     return max(1, min(MAP_BATCHES_IN_FLIGHT, llm_concurrency))
 
 
