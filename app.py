@@ -1,8 +1,9 @@
 """docpipe: every entry point of the system, each handing its event to chalicelib.
 
 Read top to bottom, this file is the list of ways into docpipe: the REST routes, the jobs-queue worker, the
-dead-letter backstop, the S3 upload trigger and the keep-warm schedule. (A job's end goes out as an EventBridge
-event from ``jobs.lifecycle``: an exit, not an entry.)
+dead-letter backstop, the S3 upload trigger, the keep-warm schedule and the stages of the Step Functions workflow
+(infra/workflow.asl.json) for long documents and multi-task jobs. (A job's end goes out as an EventBridge event
+from ``jobs.lifecycle``: an exit, not an entry.)
 """
 
 from chalice import Chalice, ConvertToMiddleware, Rate
@@ -20,6 +21,9 @@ app = Chalice(app_name="docpipe")
 app.api.binary_types.append("application/pdf")
 app.register_middleware(invocation_logs)
 app.register_middleware(ConvertToMiddleware(metrics.log_metrics), "sqs")
+# The workflow's stage functions and its status-change handler finish jobs too: their metrics are flushed alike.
+app.register_middleware(ConvertToMiddleware(metrics.log_metrics), "pure_lambda")
+app.register_middleware(ConvertToMiddleware(metrics.log_metrics), "cloudwatch")
 # The upload trigger fails a refused upload's job, which counts a job event it could not publish, if any.
 app.register_middleware(ConvertToMiddleware(metrics.log_metrics), "s3")
 
@@ -123,3 +127,65 @@ def keep_warm(event):
     from chalicelib.entry.keepwarm import ping
 
     return ping(get_settings().api_url, get_settings().keep_warm_instances)
+
+
+# The Step Functions workflow's stages (infra/workflow.asl.json names them; each state passes its stage's input).
+def _stage(name, event, context):
+    from chalicelib.entry.stages import run_stage
+
+    return run_stage(name, event, context, get_services())
+
+
+@app.lambda_function(name="workflow_validate")
+@traced
+def workflow_validate(event, context):
+    return _stage("validate", event, context)
+
+
+@app.lambda_function(name="workflow_extract")
+@traced
+def workflow_extract(event, context):
+    return _stage("extract", event, context)
+
+
+@app.lambda_function(name="workflow_map")
+@traced
+def workflow_map(event, context):
+    return _stage("map", event, context)
+
+
+@app.lambda_function(name="workflow_aggregate")
+@traced
+def workflow_aggregate(event, context):
+    return _stage("aggregate", event, context)
+
+
+@app.lambda_function(name="workflow_store")
+@traced
+def workflow_store(event, context):
+    return _stage("store", event, context)
+
+
+@app.lambda_function(name="workflow_failed")
+@traced
+def workflow_failed(event, context):
+    return _stage("failed", event, context)
+
+
+# An execution that ends without its last stage (aborted, timed out, failed outside a stage) fails its job: the
+# status change as it happens, and a sweep for any event that never arrived.
+@app.on_cw_event({"source": ["aws.states"], "detail-type": ["Step Functions Execution Status Change"],
+                  "detail": {"status": ["FAILED", "TIMED_OUT", "ABORTED"],
+                             **({"stateMachineArn": [settings.state_machine_arn]} if settings.state_machine_arn
+                                else {})}})
+def workflow_ended(event):
+    from chalicelib.entry.stages import handle_execution_event
+
+    handle_execution_event(event.to_dict(), get_services())
+
+
+@app.schedule(Rate(10, unit=Rate.MINUTES))
+def workflow_sweep(event):
+    from chalicelib.entry.stages import sweep_executions
+
+    return {"failed": sweep_executions(get_services())}

@@ -55,8 +55,10 @@ def wait_until_up(url: str, timeout: float = 30.0) -> None:
 class Emulator:
     """A moto server on 127.0.0.1:``port``; ``url`` is what AWS_ENDPOINT_URL should say."""
 
-    def __init__(self, port: int, log_path: Path) -> None:
+    def __init__(self, port: int, log_path: Path, *, invoke_url: str | None = None) -> None:
         self.port = port
+        # Where Lambda invokes go (the app process's invoke server); None leaves moto's Lambda as it is.
+        self.invoke_url = invoke_url
         self.url = f"http://127.0.0.1:{port}"
         self._log_path = log_path
         self._process: subprocess.Popen | None = None
@@ -66,8 +68,12 @@ class Emulator:
         self._log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self._log_path, "ab")
         env = {**os.environ, **DUMMY_CREDENTIALS, "MOTO_PORT": str(self.port)}
-        self._process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-                                         stdout=log, stderr=subprocess.STDOUT, env=env)
+        command = [sys.executable, "-m", "moto.server"]
+        if self.invoke_url:
+            command = [sys.executable, "-m", "devstack.lambdas", "--invoke-url", self.invoke_url]
+        self._process = subprocess.Popen([*command, "-H", "127.0.0.1", "-p", str(self.port)],
+                                         stdout=log, stderr=subprocess.STDOUT, env=env,
+                                         cwd=Path(__file__).resolve().parent.parent)
         log.close()
         try:
             wait_until_up(f"{self.url}/moto-api/")

@@ -90,6 +90,12 @@ class StageFacts:
     def _arn(self, service: str, resource: str) -> str:
         return f"arn:{self.partition}:{service}:{self.region}:{self.account}:{resource}"
 
+    @property
+    def state_machine_arn(self) -> str:
+        """The workflow's state machine (infra/workflow.json names it so): known before it exists, so the worker's
+        configuration and policy can name it in the same deploy that creates it."""
+        return self._arn("states", f"stateMachine:{self.app_name}-{self.stage}-workflow")
+
     def policy_values(self, function: str) -> dict[str, str]:
         """The values a policy template may name, for ``function``: every one an exact resource of this stage."""
         prefix = f"{self.app_name}-{self.stage}"
@@ -101,6 +107,8 @@ class StageFacts:
             "JobsQueueArn": self._arn("sqs", f"{prefix}-jobs"),
             "DeadLetterQueueArn": self._arn("sqs", f"{prefix}-jobs-dlq"),
             "LlmSecretArn": self.llm_secret_arn,
+            "StateMachineArn": self.state_machine_arn,
+            "WorkflowExecutionsArn": self.state_machine_arn.replace(":stateMachine:", ":execution:") + ":*",
             "EventBusArn": self._arn("events", f"event-bus/{self.event_bus}"),
             "LogGroupArn": self._arn("logs", "log-group:/aws/lambda/"
                                              + lambda_name(self.app_name, self.stage, function)),
@@ -163,6 +171,7 @@ def overlay(config: Mapping[str, Any], facts: StageFacts, policies: Mapping[str,
     stage = merged["stages"][facts.stage]
     env = stage.setdefault("environment_variables", {})
     env["DOCPIPE_BUCKET"] = facts.bucket
+    env["DOCPIPE_STATE_MACHINE_ARN"] = facts.state_machine_arn
     if facts.api_url:
         env["DOCPIPE_API_URL"] = facts.api_url
     for function, path in policies.items():

@@ -253,11 +253,16 @@ def test_the_overlay_gives_chalice_the_bucket_url_and_rendered_policies_and_leav
     assert (ROOT / ".chalice" / "config.json").read_text() == before
 
 
+WORKFLOW_FUNCTIONS = ("workflow_validate", "workflow_extract", "workflow_map", "workflow_aggregate", "workflow_store",
+                      "workflow_failed", "workflow_ended", "workflow_sweep")
+
+
 @pytest.mark.parametrize("stage", ["dev", "prod"])
 def test_every_policy_template_renders_to_exact_resources_of_its_stage(stage, tmp_path):
     config = repo_config()
     written = write_policies(ROOT, config, facts(stage=stage), tmp_path)
-    assert set(written) == {"api_handler", "process_jobs", "fail_dead_letters", "start_job_from_upload", "keep_warm"}
+    assert set(written) == {"api_handler", "process_jobs", "fail_dead_letters", "start_job_from_upload", "keep_warm",
+                            *WORKFLOW_FUNCTIONS}
     other = "prod" if stage == "dev" else "dev"
     for function, path in written.items():
         text = path.read_text()

@@ -98,7 +98,8 @@ def lambda_names() -> dict[str, str]:
     """Each function of the app (its Chalice name) and its deployed name, with ``${Stage}`` in it."""
     from app import app
 
-    functions = {"api_handler"} | {source.name for source in app.event_sources} | set(app.pure_lambda_functions)
+    functions = {"api_handler"} | {source.name for source in app.event_sources}
+    functions |= {function.name for function in app.pure_lambda_functions}
     return {f: "docpipe-${Stage}" if f == "api_handler" else f"docpipe-${{Stage}}-{f}" for f in functions}
 
 
