@@ -6,14 +6,12 @@ dead-letter backstop, the S3 upload trigger, the keep-warm schedule and the stag
 from ``jobs.lifecycle``: an exit, not an entry.)
 """
 
-import functools
-
 from chalice import Chalice, ConvertToMiddleware, Rate
 
 from chalicelib.bootstrap import get_services
 from chalicelib.config import get_settings
 from chalicelib.entry import api
-from chalicelib.observability import logger, metrics
+from chalicelib.observability import invocation_logs, metrics, traced
 
 # What the decorators need, from the stage's variables: Chalice sets them before it imports this file for a deploy,
 # Lambda before it imports it to run a function. An unusable value stops the import (and so the deploy) here.
@@ -21,7 +19,7 @@ settings = get_settings()
 
 app = Chalice(app_name="docpipe")
 app.api.binary_types.append("application/pdf")
-app.register_middleware(ConvertToMiddleware(functools.partial(logger.inject_lambda_context, clear_state=True)))
+app.register_middleware(invocation_logs)
 app.register_middleware(ConvertToMiddleware(metrics.log_metrics), "sqs")
 # The workflow's stage functions and its status-change handler finish jobs too: their metrics are flushed alike.
 app.register_middleware(ConvertToMiddleware(metrics.log_metrics), "pure_lambda")
@@ -83,9 +81,25 @@ def retry_job(job_id):
     return api.guarded(lambda: api.retry_job(request, job_id, get_services()))
 
 
+# The operator's live page: every client's jobs, so only where DOCPIPE_DASHBOARD is on (the local stage).
+if settings.dashboard:
+    @app.route("/dashboard", methods=["GET"], content_types=ANY_BODY)
+    def dashboard():
+        from chalicelib.entry import dashboard as page
+
+        return page.page()
+
+    @app.route("/dashboard/data", methods=["GET"], content_types=ANY_BODY, api_key_required=settings.require_api_key)
+    def dashboard_data():
+        from chalicelib.entry import dashboard as page
+
+        return page.snapshot(get_services())
+
+
 # Back-pressure: how many messages one worker takes at once, and how many workers may run.
 @app.on_sqs_message(queue=settings.jobs_queue, batch_size=settings.worker_batch_size,
                     maximum_batching_window_in_seconds=1, maximum_concurrency=settings.worker_max_concurrency)
+@traced
 def process_jobs(event):
     from chalicelib.entry.worker import handle_job_batch
 
@@ -93,6 +107,7 @@ def process_jobs(event):
 
 
 @app.on_sqs_message(queue=settings.dead_letter_queue, batch_size=10)
+@traced
 def fail_dead_letters(event):
     from chalicelib.entry.deadletters import handle_dead_letters
 
@@ -100,6 +115,7 @@ def fail_dead_letters(event):
 
 
 @app.on_s3_event(bucket=settings.bucket, prefix="incoming/", events=["s3:ObjectCreated:*"])
+@traced
 def start_job_from_upload(event):
     from chalicelib.entry.uploads import handle_upload
 
@@ -121,31 +137,37 @@ def _stage(name, event, context):
 
 
 @app.lambda_function(name="workflow_validate")
+@traced
 def workflow_validate(event, context):
     return _stage("validate", event, context)
 
 
 @app.lambda_function(name="workflow_extract")
+@traced
 def workflow_extract(event, context):
     return _stage("extract", event, context)
 
 
 @app.lambda_function(name="workflow_map")
+@traced
 def workflow_map(event, context):
     return _stage("map", event, context)
 
 
 @app.lambda_function(name="workflow_aggregate")
+@traced
 def workflow_aggregate(event, context):
     return _stage("aggregate", event, context)
 
 
 @app.lambda_function(name="workflow_store")
+@traced
 def workflow_store(event, context):
     return _stage("store", event, context)
 
 
 @app.lambda_function(name="workflow_failed")
+@traced
 def workflow_failed(event, context):
     return _stage("failed", event, context)
 

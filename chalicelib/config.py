@@ -111,6 +111,8 @@ class Settings:
     event_bus: str = "default"
     # How long a presigned upload form (``POST /uploads``) may be used.
     upload_url_seconds: int = 600
+    # Read at deploy: GET /dashboard shows every client's jobs, so it exists only where an operator turns it on.
+    dashboard: bool = False
 
     @property
     def uses_workflow(self) -> bool:
@@ -308,6 +310,7 @@ def load_settings(env: Mapping[str, str] = os.environ) -> Settings:
         event_bus=_event_bus(env),
         # Short, so a leaked form is soon useless; S3 checks it when the upload starts, not when it ends.
         upload_url_seconds=_int(env, "DOCPIPE_UPLOAD_URL_SECONDS", 600, minimum=60, maximum=3600),
+        dashboard=_flag(env, "DOCPIPE_DASHBOARD", False),
     )
 
 

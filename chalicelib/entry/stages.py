@@ -17,7 +17,7 @@ from typing import Any
 
 from chalicelib.bootstrap import Services
 from chalicelib.errors import JobFailure, TransientError
-from chalicelib.observability import logger, metrics
+from chalicelib.observability import job_context, logger, metrics
 
 
 class StageRetryable(Exception):
@@ -41,7 +41,6 @@ def run_stage(name: str, event: dict[str, Any], context: Any, services: Services
     from chalicelib.pipeline import workflow
 
     job_id, run = str(event["job_id"]), str(event["run"])
-    logger.append_keys(job_id=job_id, stage=name)
     stages: dict[str, Callable[[], dict[str, Any]]] = {
         "validate": lambda: workflow.validate(services, job_id, run=run, execution_arn=str(event["execution_arn"])),
         "extract": lambda: workflow.extract(services, job_id, run=run, deadline=_deadline(context)),
@@ -54,6 +53,12 @@ def run_stage(name: str, event: dict[str, Any], context: Any, services: Services
         "failed": lambda: workflow.failed(services, job_id, run=run, execution_arn=str(event["execution_arn"]),
                                           failure=dict(event.get("failure") or {})),
     }
+    logger.thread_safe_append_keys(stage=name)
+    with job_context(job_id):
+        return _run(name, stages, workflow)
+
+
+def _run(name: str, stages: dict[str, Callable[[], dict[str, Any]]], workflow: Any) -> dict[str, Any]:
     try:
         return stages[name]()
     except workflow.RunSuperseded as superseded:

@@ -294,22 +294,25 @@ class Lifecycle:
         metrics.add_metric(name="JobsDeferred", unit="Count", value=1)
         return Message.DONE
 
-    def fail_dead_letter(self, job_id: str) -> None:
-        """A message reached the DLQ (its worker died on every delivery): its job ends FAILED with the last reason."""
+    def fail_dead_letter(self, job_id: str) -> bool:
+        """A message reached the DLQ (its worker died on every delivery): its job ends FAILED with the last reason.
+        True when this call failed it."""
         job = self.store.get(job_id)
         if job is None or job.finished:
-            return
+            return False
         if job.status == RUNNING and (job.lease_until > self._clock() or job.execution_arn):
             # A duplicate's copy ran out of deliveries while a live worker (or an execution) carries the job on.
             logger.info("dead letter for a job a live worker or execution holds; left to it", extra={"job_id": job_id})
-            return
+            return False
         error = job.last_error or {"code": "delivery_exhausted",
                                    "message": "every delivery of this job ended without a result (the worker "
                                               "crashed or timed out)"}
         failed = self.store.mark_failed(job_id, error)
-        if failed is not None:
-            logger.error("job failed from the dead-letter queue", extra={"job_id": job_id, "error": error})
-            self._ended(failed)
+        if failed is None:
+            return False
+        logger.error("job failed from the dead-letter queue", extra={"job_id": job_id, "error": error})
+        self._ended(failed)
+        return True
 
     def _ended(self, job: Job | None) -> None:
         """Announce a job that has just ended (None: the write found it already ended, and so announced)."""

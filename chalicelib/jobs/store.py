@@ -342,3 +342,15 @@ class JobStore:
                 return None
             raise
         return _from_item(response["Attributes"])
+
+    def recent(self, *, most: int = 1000) -> list[Job]:
+        """Up to ``most`` jobs, newest first, for the operator's dashboard (a scan: every client's jobs)."""
+        jobs: list[Job] = []
+        options: dict[str, Any] = {"Limit": min(most, 1000)}
+        while len(jobs) < most:
+            page = self._table.scan(**options)
+            jobs.extend(_from_item(item) for item in page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                break
+            options["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return sorted(jobs[:most], key=lambda job: job.created_at, reverse=True)
