@@ -158,11 +158,28 @@ def write_policies(project_dir: Path, config: Mapping[str, Any], facts: StageFac
         if not template_name:
             raise StageError(f"function {function} of stage {facts.stage} has no iam_policy_file in {CONFIG_FILE}")
         template = (project_dir / ".chalice" / template_name).read_text()
-        policy = render_policy(template, facts.policy_values(function))
+        values = facts.policy_values(function)
+        policy = render_policy(template, values)
+        if function == "api_handler" and dashboard_on(config, facts.stage):
+            policy["Statement"].append(dashboard_statement(values))
         path = out_dir / f"{function}.json"
         path.write_text(json.dumps(policy, indent=2) + "\n")
         written[function] = path.resolve()
     return written
+
+
+def dashboard_on(config: Mapping[str, Any], stage: str) -> bool:
+    """Whether the stage serves GET /dashboard (DOCPIPE_DASHBOARD, as config.py reads it)."""
+    value = chalice_config(config, stage).environment_variables.get("DOCPIPE_DASHBOARD", "false")
+    return str(value).strip().lower() == "true"
+
+
+def dashboard_statement(values: Mapping[str, str]) -> dict[str, Any]:
+    """What the dashboard reads beyond the API's own grants, granted only where an operator turns it on: every job
+    (a scan of the table) and the depth of the queue and the dead-letter queue."""
+    return {"Sid": "OperatorDashboard", "Effect": "Allow",
+            "Action": ["dynamodb:Scan", "sqs:GetQueueAttributes"],
+            "Resource": [values["JobsTableArn"], values["JobsQueueArn"], values["DeadLetterQueueArn"]]}
 
 
 def overlay(config: Mapping[str, Any], facts: StageFacts, policies: Mapping[str, Path]) -> dict[str, Any]:

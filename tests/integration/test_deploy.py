@@ -273,6 +273,18 @@ def test_every_policy_template_renders_to_exact_resources_of_its_stage(stage, tm
                    for r in resources), (function, resources)
 
 
+def test_the_api_may_read_every_job_only_on_a_stage_that_serves_the_dashboard(tmp_path):
+    def api_actions(config: dict[str, Any], out: str) -> set[str]:
+        path = write_policies(ROOT, config, facts(stage="dev"), tmp_path / out)["api_handler"]
+        statements = json.loads(path.read_text())["Statement"]
+        return {a for s in statements for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
+
+    config = repo_config()
+    assert not {"dynamodb:Scan", "sqs:GetQueueAttributes"} & api_actions(config, "off")
+    config["stages"]["dev"].setdefault("environment_variables", {})["DOCPIPE_DASHBOARD"] = "true"
+    assert {"dynamodb:Scan", "sqs:GetQueueAttributes"} <= api_actions(config, "on")
+
+
 def test_a_policy_template_naming_an_unknown_value_is_refused():
     with pytest.raises(Exception, match="Bucket"):
         render_policy('{"Resource": "${Bucket}"}', {"BucketArn": "arn:aws:s3:::b"})
