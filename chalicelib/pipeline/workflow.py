@@ -259,12 +259,22 @@ def map_batch(services: Services, job_id: str, *, run: str, task: int, start: in
         return {"wait_seconds": max(1, math.ceil(slow.retry_after or services.settings.retry_backoff_seconds))}
     except BaseException:
         _keep(stage, work, kept, {**known, **answered}, known)
+        # The calls it paid for count (usage and budget): the retry reuses their answers and never pays for them.
+        _record_spend(work, f"m{start}")
         raise
     learned: dict[str, Any] = getattr(work.task, "learned", dict)()
     stage.put(name, {"answers": [work.task.dump(a) for a in answers], "warnings": work.warnings,
                      "learned": learned})
     work.record(f"m{start}", progress={f"{task}/{start}": len(batch)})
     return {}
+
+
+def _record_spend(work: _TaskRun, part: str) -> None:
+    """Record a failing invocation's spend; a failure to record it must not hide the invocation's own error."""
+    try:
+        work.record(part)
+    except Exception:
+        logger.exception("the spend of a failed map batch could not be recorded")
 
 
 def _keep(stage: Stage, work: _TaskRun, name: str, answered: dict[int, list[Any]], known: dict[int, list[Any]]) -> None:
@@ -309,7 +319,12 @@ def aggregate(services: Services, job_id: str, *, run: str, task: int, level: in
         stored = stage.get(f"task{task}/level-{level}.json")
         partials = [work.task.load(a) for a in stored["partials"]]
         warnings, learned = stored["warnings"], stored["learned"]
-    left, levels, final = asyncio.run(_reduce(work, partials, level))
+    try:
+        left, levels, final = asyncio.run(_reduce(work, partials, level))
+    except BaseException:
+        # A level is not kept part way (its retry asks it again), but what was paid for counts all the same.
+        _record_spend(work, f"r{level}")
+        raise
     if final is None:
         stage.put(f"task{task}/level-{levels}.json", {"partials": [work.task.dump(p) for p in left],
                                                       "warnings": warnings + work.warnings, "learned": learned})

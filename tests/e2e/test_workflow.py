@@ -171,6 +171,9 @@ def test_a_long_document_through_the_workflow_asks_each_chunk_once_and_waits_whe
     assert result["usage"]["calls"] == len(set(asked)) < len(asked)
 
 
+SECOND = "Second copy."
+
+
 def test_with_short_function_timeouts_the_workflow_finishes_a_document_the_queue_alone_cannot():
     """Each invocation may spend about 6 s on LLM calls (a 16 s timeout less the 10 s kept to store the outcome);
     the document needs about 12 s of calls at 2 in flight. One worker invocation never has the time, and without the
@@ -184,16 +187,19 @@ def test_with_short_function_timeouts_the_workflow_finishes_a_document_the_queue
                "DOCPIPE_STEP_FUNCTIONS_BATCH_CALLS": "4", "DOCPIPE_HEARTBEAT_SECONDS": "2"}
         with LocalStack(api_port=free_port(), emulator_port=free_port(), extra_env=env, worker_timeout=16,
                         app_log=LOCAL_DIR / "e2e-workflow-timeouts.log") as stack:
-            document = {"text": "\f".join(pages)}
             # Forced through the queue alone (the document is under DOCPIPE_STEP_FUNCTIONS_MIN_CHUNKS).
-            _, queued = submit(stack, {"document": document, "task": {"type": "summarize"}})
+            _, queued = submit(stack, {"document": {"text": "\f".join(pages)}, "task": {"type": "summarize"}})
             on_queue = wait_for(stack, queued["job_id"], timeout=240)
-            queue_requests = len(fake.chat_requests)
-            # The same document as a multi-task job, which always takes the workflow.
-            _, flowed = submit(stack, {"document": document, "tasks": [{"type": "summarize"},
-                                                                       {"type": "summarize", "target_words": 60}]})
+            # The same pages, each marked as the second copy, as a multi-task job, which always takes the workflow.
+            # The mark tells its requests from the queue job's whenever they arrive (the fake's answers quote a
+            # chunk's first words, so the reduce prompts carry it too).
+            _, flowed = submit(stack, {"document": {"text": "\f".join(f"{SECOND} {page}" for page in pages)},
+                                       "tasks": [{"type": "summarize"}, {"type": "summarize", "target_words": 60}]})
             on_workflow = wait_for(stack, flowed["job_id"], timeout=240)
-            asked = [json.dumps(r["json"]["messages"]) for r in fake.chat_requests[queue_requests:]]
+            # (A request cancelled while its body was being sent reached the server without one: never answered.)
+            prompts = [json.dumps(r["json"]["messages"]) for r in fake.chat_requests if r["json"]]
+            asked = [prompt for prompt in prompts if SECOND in prompt]
+            queue_requests = len(prompts) - len(asked)
             _, result = http("GET", f"{stack.api_url}/jobs/{flowed['job_id']}/result")
     assert on_queue["orchestrator"] == "queue" and on_queue["status"] == "FAILED", on_queue
     assert on_queue["attempts"] >= 2 and queue_requests > on_queue["progress"]["chunks_total"]
