@@ -45,10 +45,10 @@ def handle_job_batch(event: dict[str, Any], context: Any, services: Services) ->
         threads = ThreadPoolExecutor(max_workers=max(1, len(records)), thread_name_prefix="job")
 
         async def record_handler(record: Any) -> None:
-            batch.started(record.receipt_handle)
+            held = batch.started(record.receipt_handle)
             # A fresh context per record: its job id is a key of its own log lines, and of no other record's.
             await asyncio.get_running_loop().run_in_executor(threads, contextvars.Context().run, handle_job_record,
-                                                             record, context, services)
+                                                             record, context, services, held)
 
         # A batch that failed whole is still answered, not raised: it is an expected case.
         processor = AsyncBatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
@@ -60,7 +60,8 @@ def handle_job_batch(event: dict[str, Any], context: Any, services: Services) ->
             services.llm.settle()
 
 
-def handle_job_record(record: Any, context: Any, services: Services) -> None:
+def handle_job_record(record: Any, context: Any, services: Services, held: bool = False) -> None:
+    """One record. ``held``: the batch's heartbeat has just hidden its message, so its own first beat can wait."""
     delivery = Delivery.of(record)
     if delivery.job_id is None:
         # Not a docpipe job: no retry can fix it, so it is logged and dropped instead of cycling into the DLQ.
@@ -73,7 +74,7 @@ def handle_job_record(record: Any, context: Any, services: Services) -> None:
     deadline = time.monotonic() + context.get_remaining_time_in_millis() / 1000 if context else None
     attempt: Attempt | None = None
     try:
-        with Heartbeat(lifecycle, delivery, interval=services.settings.heartbeat_seconds) as heartbeat:
+        with Heartbeat(lifecycle, delivery, interval=services.settings.heartbeat_seconds, held=held) as heartbeat:
             # The stage's LLM key, from its secret on AWS (cached across invocations; a rotated key arrives within
             # DOCPIPE_LLM_SECRET_MAX_AGE_SECONDS).
             services.llm.refresh()
