@@ -66,8 +66,10 @@ class Emulator:
         self._log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self._log_path, "ab")
         env = {**os.environ, **DUMMY_CREDENTIALS, "MOTO_PORT": str(self.port)}
-        self._process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-                                         stdout=log, stderr=subprocess.STDOUT, env=env)
+        # moto's server, with DynamoDB's conditional writes as atomic as on AWS (devstack/motoserver.py).
+        self._process = subprocess.Popen([sys.executable, "-m", "devstack.motoserver", "-H", "127.0.0.1",
+                                          "-p", str(self.port)], stdout=log, stderr=subprocess.STDOUT, env=env,
+                                         cwd=Path(__file__).resolve().parent.parent)
         log.close()
         try:
             wait_until_up(f"{self.url}/moto-api/")
