@@ -17,7 +17,7 @@ DEPLOY_PY := $(DEPLOY_VENV)/bin/python
 LAMBDA_RUNTIME_DIR := build/lambda-runtime
 BOTO3_PIN := $(shell sed -n 's/^boto3==//p' requirements-deploy.txt)
 
-.PHONY: demo test unit lint typecheck serve bench soak package deploy llm-key clean
+.PHONY: demo test unit lint typecheck browser serve bench soak package deploy llm-key clean
 
 # The `docpipe` command (cli/, its own project, never in a Lambda package) is installed editable into .venv, with
 # the versions of httpx and rich requirements-dev.txt pins: after `make test` or `make demo` it is .venv/bin/docpipe.
@@ -45,8 +45,17 @@ $(LAMBDA_RUNTIME_DIR)/.installed: requirements-deploy.txt | $(DEPLOY_VENV)/.inst
 demo: $(VENV)/.installed
 	$(PY) -m devstack demo
 
-test: lint typecheck $(VENV)/.installed $(DEPLOY_VENV)/.installed $(LAMBDA_RUNTIME_DIR)/.installed
+test: lint typecheck browser $(VENV)/.installed $(DEPLOY_VENV)/.installed $(LAMBDA_RUNTIME_DIR)/.installed
 	$(PY) -m pytest
+
+# Headless Chromium (Debian's package) for the dashboard's browser test; where apt cannot install it, that test
+# skips and says why.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo -n)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
+		{ DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends chromium || \
+		  { $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends chromium; }; }; } \
+		|| echo "chromium could not be installed: the dashboard's browser test will skip"
 
 unit: $(VENV)/.installed
 	$(PY) -m pytest tests/unit

@@ -14,7 +14,15 @@ from dataclasses import dataclass
 from functools import lru_cache, partial
 from typing import TYPE_CHECKING
 
-from chalicelib.aws import DocumentStore, IdempotencyRecords, MapCache, VersionedItems, clients, secret_reader
+from chalicelib.aws import (
+    DocumentStore,
+    Executions,
+    IdempotencyRecords,
+    MapCache,
+    VersionedItems,
+    clients,
+    secret_reader,
+)
 from chalicelib.config import Settings, get_settings
 from chalicelib.jobs import Intake, JobEvents, JobQueue, JobStore, Lifecycle
 from chalicelib.llm import LLMEndpoint
@@ -31,7 +39,7 @@ class Services:
     ``lifecycle``, which also owns the jobs queue and announces each job's end. ``intake`` turns submissions into
     jobs, ``records`` holds Powertools Idempotency records (``Idempotency-Key``, repeated S3 events), ``llm`` is the
     endpoint the worker calls. ``map_cache`` and ``ocr``
-    are None when switched off.
+    are None when switched off; ``executions`` starts the Step Functions workflow, None when none is configured.
     """
 
     settings: Settings
@@ -43,6 +51,7 @@ class Services:
     llm: LLMEndpoint
     map_cache: MapCache | None = None
     ocr: TextractOCR | None = None
+    executions: Executions | None = None
 
 
 def build(settings: Settings) -> Services:
@@ -72,6 +81,8 @@ def build(settings: Settings) -> Services:
                         limits=VersionedItems(dynamodb, settings.idempotency_table)),
         map_cache=MapCache(s3, settings.bucket) if settings.map_cache else None,
         ocr=_ocr(settings, s3),
+        executions=(Executions(clients.client("stepfunctions"), settings.state_machine_arn)
+                    if settings.state_machine_arn else None),
     )
 
 

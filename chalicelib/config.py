@@ -103,10 +103,21 @@ class Settings:
     # The Lambda function running this code (set by Lambda; Powertools' own default elsewhere): it scopes records.
     function_name: str = "test-func"
     keep_warm_instances: int = 1
+    # The Step Functions workflow (infra/workflow.asl.json): None leaves every job on the queue path.
+    state_machine_arn: str | None = None
+    step_functions_min_chunks: int = 200
+    step_functions_batch_calls: int = 16
     # Where "Job Succeeded" / "Job Failed" events go (``jobs.events``).
     event_bus: str = "default"
     # How long a presigned upload form (``POST /uploads``) may be used.
     upload_url_seconds: int = 600
+    # Read at deploy: GET /dashboard shows every client's jobs, so it exists only where an operator turns it on.
+    dashboard: bool = False
+
+    @property
+    def uses_workflow(self) -> bool:
+        """A state machine is configured: long and multi-task jobs run through Step Functions."""
+        return self.state_machine_arn is not None
 
     @property
     def uses_openai(self) -> bool:
@@ -208,6 +219,16 @@ def _ocr(env: Mapping[str, str]) -> str | None:
     return raw
 
 
+_STATE_MACHINE_ARN = re.compile(r"arn:aws[a-z-]*:states:[a-z0-9-]+:\d{12}:stateMachine:[A-Za-z0-9_-]{1,80}")
+
+
+def _state_machine(env: Mapping[str, str]) -> str | None:
+    raw = env.get("DOCPIPE_STATE_MACHINE_ARN", "").strip()
+    if raw and not _STATE_MACHINE_ARN.fullmatch(raw):
+        raise ConfigError(f"DOCPIPE_STATE_MACHINE_ARN must be a state machine's ARN, got {raw[:120]!r}")
+    return raw or None
+
+
 def price_table(env: Mapping[str, str]) -> dict[str, tuple[float, float]]:
     """The built-in prices with ``DOCPIPE_PRICES`` laid over them."""
     prices = dict(DEFAULT_PRICES)
@@ -282,9 +303,14 @@ def load_settings(env: Mapping[str, str] = os.environ) -> Settings:
         worker_max_concurrency=_int(env, "DOCPIPE_WORKER_MAX_CONCURRENCY", 10, minimum=2, maximum=1_000),
         function_name=env.get("AWS_LAMBDA_FUNCTION_NAME") or "test-func",
         keep_warm_instances=_int(env, "DOCPIPE_KEEP_WARM_INSTANCES", 1, minimum=1),
+        state_machine_arn=_state_machine(env),
+        step_functions_min_chunks=_int(env, "DOCPIPE_STEP_FUNCTIONS_MIN_CHUNKS", 200),
+        step_functions_batch_calls=_int(env, "DOCPIPE_STEP_FUNCTIONS_BATCH_CALLS", 16, minimum=1,
+                                        maximum=1_000),
         event_bus=_event_bus(env),
         # Short, so a leaked form is soon useless; S3 checks it when the upload starts, not when it ends.
         upload_url_seconds=_int(env, "DOCPIPE_UPLOAD_URL_SECONDS", 600, minimum=60, maximum=3600),
+        dashboard=_flag(env, "DOCPIPE_DASHBOARD", False),
     )
 
 

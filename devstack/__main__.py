@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--schedule-seconds", type=float)
     p.add_argument("--worker-timeout", type=int, help="override the worker's timeout (the queue hides for 6x)")
     p.add_argument("--duplicate-deliveries", action="store_true", help="fault injection: deliver every message twice")
+    p.add_argument("--invoke-port", type=int, help="serve the emulator's Lambda invokes on this port")
     args = parser.parse_args(argv)
     if args.command == "serve":
         return serve(args.port, args.emulator_port)
@@ -94,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     from devstack.appserver import run
 
     run(args.port, args.emulator, stage=args.stage, schedule_seconds=args.schedule_seconds,
-        worker_timeout=args.worker_timeout, duplicate_deliveries=args.duplicate_deliveries)
+        worker_timeout=args.worker_timeout, duplicate_deliveries=args.duplicate_deliveries,
+        invoke_port=args.invoke_port)
     return 0
 
 

@@ -196,6 +196,8 @@ def _serve(connection: Any, lifeline: Any, module: str, function: str) -> None:
     handler = getattr(importlib.import_module(module), function)
     from chalice.local import LambdaContext
 
+    from chalicelib.observability import function_segment
+
     while True:
         try:
             request = connection.recv()
@@ -206,7 +208,9 @@ def _serve(connection: Any, lifeline: Any, module: str, function: str) -> None:
         event, timeout, memory = request
         context = LambdaContext(function, memory, max_runtime_ms=int(timeout * 1000))
         try:
-            answer: tuple[str, Any] = ("ok", handler(event, context))
+            # Lambda's part in tracing: a trace and the function's segment per invocation (when tracing locally).
+            with function_segment(function):
+                answer: tuple[str, Any] = ("ok", handler(event, context))
         except Exception as exc:
             # As Lambda reports an unhandled error: its type, message and stack, never the exception object itself.
             answer = ("error", f"{function} raised {type(exc).__name__}: {exc}\n{traceback.format_exc()}")

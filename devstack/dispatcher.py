@@ -26,6 +26,8 @@ from typing import Any
 from chalice.app import Rate, S3EventConfig, ScheduledEventConfig, SQSEventConfig
 from chalice.local import LambdaContext
 
+from chalicelib.observability import function_segment
+
 log = logging.getLogger("devstack.dispatcher")
 
 ASYNC_ATTEMPTS = 3  # Lambda's asynchronous invocation: the first try and two retries
@@ -111,7 +113,9 @@ class Dispatcher:
         settings = self._settings.get(function_name, {})
         context = _context(function_name, int(settings.get("lambda_timeout", 60)),
                            int(settings.get("lambda_memory_size", 128)))
-        return self._handlers[function_name](event, context)
+        # Lambda's part in tracing: a trace and the function's segment per invocation (when tracing locally).
+        with function_segment(function_name):
+            return self._handlers[function_name](event, context)
 
     def _in_background(self, name: str, target: Callable, *args: Any) -> None:
         """One invocation on a thread of its own, tracked so that ``stop()`` waits for it."""

@@ -55,8 +55,10 @@ def wait_until_up(url: str, timeout: float = 30.0) -> None:
 class Emulator:
     """A moto server on 127.0.0.1:``port``; ``url`` is what AWS_ENDPOINT_URL should say."""
 
-    def __init__(self, port: int, log_path: Path) -> None:
+    def __init__(self, port: int, log_path: Path, *, invoke_url: str | None = None) -> None:
         self.port = port
+        # Where Lambda invokes go (the app process's invoke server); None leaves moto's Lambda as it is.
+        self.invoke_url = invoke_url
         self.url = f"http://127.0.0.1:{port}"
         self._log_path = log_path
         self._process: subprocess.Popen | None = None
@@ -67,8 +69,11 @@ class Emulator:
         log = open(self._log_path, "ab")
         env = {**os.environ, **DUMMY_CREDENTIALS, "MOTO_PORT": str(self.port)}
         # moto's server, with DynamoDB's conditional writes as atomic as on AWS (devstack/motoserver.py).
-        self._process = subprocess.Popen([sys.executable, "-m", "devstack.motoserver", "-H", "127.0.0.1",
-                                          "-p", str(self.port)], stdout=log, stderr=subprocess.STDOUT, env=env,
+        command = [sys.executable, "-m", "devstack.motoserver"]
+        if self.invoke_url:
+            command = [sys.executable, "-m", "devstack.lambdas", "--invoke-url", self.invoke_url]
+        self._process = subprocess.Popen([*command, "-H", "127.0.0.1", "-p", str(self.port)],
+                                         stdout=log, stderr=subprocess.STDOUT, env=env,
                                          cwd=Path(__file__).resolve().parent.parent)
         log.close()
         try:

@@ -25,6 +25,11 @@ class _AtomicDynamoDB(DomainDispatcherApplication):
             return list(super().__call__(environ, start_response))
 
 
-if __name__ == "__main__":
+def make_dynamodb_atomic() -> None:
+    """Have ``moto.server.main`` serve DynamoDB's requests one at a time (call before it)."""
     moto.server.DomainDispatcherApplication = _AtomicDynamoDB  # type: ignore[misc]
+
+
+if __name__ == "__main__":
+    make_dynamodb_atomic()
     moto.server.main()

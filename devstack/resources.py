@@ -34,6 +34,38 @@ class LocalResources:
     job_events_queue: str
 
 
+ACCOUNT = "123456789012"  # moto's account
+WORKFLOW_ASL = PROJECT / "infra" / "workflow.asl.json"
+
+
+def state_machine_arn(stage: str) -> str:
+    return f"arn:aws:states:us-east-1:{ACCOUNT}:stateMachine:docpipe-{stage}-workflow"
+
+
+def workflow_definition(stage: str) -> str:
+    """infra/workflow.asl.json with each stage function's ARN in its place, as CloudFormation substitutes them."""
+    from scripts.workflow import STAGE_FUNCTIONS
+
+    text = WORKFLOW_ASL.read_text()
+    for stage_name, function in STAGE_FUNCTIONS.items():
+        arn = f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:docpipe-{stage}-{function}"
+        text = text.replace(f"${{{stage_name}Arn}}", arn)
+    return text
+
+
+def provision_workflow(endpoint: str, *, stage: str) -> str:
+    """The workflow's state machine in the emulator (created once, updated to the current definition after)."""
+    sfn = client("stepfunctions", endpoint)
+    arn = state_machine_arn(stage)
+    definition = workflow_definition(stage)
+    role = f"arn:aws:iam::{ACCOUNT}:role/docpipe-{stage}-workflow"
+    try:
+        sfn.update_state_machine(stateMachineArn=arn, definition=definition)
+    except sfn.exceptions.StateMachineDoesNotExist:
+        sfn.create_state_machine(name=arn.rsplit(":", 1)[-1], definition=definition, roleArn=role)
+    return arn
+
+
 def client(service: str, endpoint: str) -> Any:
     return boto3.client(service, endpoint_url=endpoint, region_name="us-east-1",
                         aws_access_key_id="local", aws_secret_access_key="local")

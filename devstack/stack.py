@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from devstack.appserver import PROJECT
-from devstack.emulator import Emulator, require_free, wait_until_up
+from devstack.emulator import Emulator, free_port, require_free, wait_until_up
 
 LOCAL_DIR = PROJECT / ".local"
 
@@ -24,7 +24,10 @@ class LocalStack:
         self.api_port = api_port
         self.api_url = f"http://127.0.0.1:{api_port}"
         self.stage = stage
-        self.emulator = Emulator(emulator_port, LOCAL_DIR / f"emulator-{emulator_port}.log")
+        # The app process serves Lambda invokes here: the emulator's Step Functions run its stage functions.
+        self.invoke_port = free_port()
+        self.emulator = Emulator(emulator_port, LOCAL_DIR / f"emulator-{emulator_port}.log",
+                                 invoke_url=f"http://127.0.0.1:{self.invoke_port}")
         self._extra_env = extra_env or {}
         self._worker_timeout = worker_timeout
         self._schedule_seconds = schedule_seconds
@@ -44,7 +47,7 @@ class LocalStack:
 
     def start_app(self) -> None:
         command = [sys.executable, "-m", "devstack", "app", "--port", str(self.api_port), "--emulator",
-                   self.emulator.url, "--stage", self.stage]
+                   self.emulator.url, "--stage", self.stage, "--invoke-port", str(self.invoke_port)]
         if self._schedule_seconds:
             command += ["--schedule-seconds", str(self._schedule_seconds)]
         if self._worker_timeout:

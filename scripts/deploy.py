@@ -15,7 +15,9 @@ ignores. This script runs the whole sequence, and stops with a message rather th
    same configuration the build used (it reuses the checked zips), and store the record back;
 6. switch on ReportBatchItemFailures on the worker's event source mapping and read it back;
 7. on the first deploy, record the API's URL for the keep-warm schedule, rebuild and deploy again;
-8. compare what Lambda holds (CodeSha256 of each function and of the layer) with the checked build;
+8. compare what Lambda holds (CodeSha256 of each function and of the layer) with the checked build, then create or
+   update the workflow's stack ``docpipe-<stage>-workflow`` (infra/workflow.json with infra/workflow.asl.json): the
+   Step Functions state machine, which names the stage functions Chalice has just deployed;
 9. name the REST API after the stage, give the API its provisioned concurrency (scripts/provisioned.py) or release it;
 10. ensure the usage plan (throttle and quota per key) and the stage's default API key;
 11. tag what Chalice leaves untagged (the roles, the API stage, the schedule's rule), and make the stack's tags
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import math
 import re
 import socket
@@ -51,6 +54,8 @@ from scripts.stage import (
 )
 
 TEMPLATE_FILE = Path("infra") / "template.json"
+WORKFLOW_TEMPLATE_FILE = Path("infra") / "workflow.json"
+WORKFLOW_ASL_FILE = Path("infra") / "workflow.asl.json"
 WORKER_FUNCTION = "process_jobs"
 DEAD_LETTER_FUNCTION = "fail_dead_letters"
 # Chalice names an SQS subscription "<function>-sqs-event-source" (chalice/deploy/appgraph.py).
@@ -252,21 +257,24 @@ def check_stack_state(stack_name: str, status: str | None) -> None:
 
 
 def deploy_stack(cloudformation: Any, template_file: Path, stage: str, parameters: Mapping[str, str],
-                 tags: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Create or update ``docpipe-<stage>`` and wait for it; returns the stack outputs by key.
+                 tags: Mapping[str, str] | None = None, *, stack_name: str | None = None,
+                 template_body: str | None = None, capabilities: Sequence[str] = ()) -> dict[str, str]:
+    """Create or update ``docpipe-<stage>`` (or ``stack_name``) and wait for it; returns the stack outputs by key.
 
-    The stack's tags reach every resource in it that takes tags. No capabilities are passed: the template creates
-    no IAM resources (Chalice manages the functions' roles).
+    The stack's tags reach every resource in it that takes tags. The main stack passes no capabilities: it creates
+    no IAM resources (Chalice manages the functions' roles); the workflow's stack creates the state machine's role.
     """
     from botocore.exceptions import ClientError, WaiterError
 
-    stack_name = f"docpipe-{stage}"
-    request = {
+    stack_name = stack_name or f"docpipe-{stage}"
+    request: dict[str, Any] = {
         "StackName": stack_name,
-        "TemplateBody": template_file.read_text(),
+        "TemplateBody": template_body if template_body is not None else template_file.read_text(),
         "Parameters": [{"ParameterKey": key, "ParameterValue": value} for key, value in parameters.items()],
         "Tags": [{"Key": key, "Value": value} for key, value in (tags or {}).items()],
     }
+    if capabilities:
+        request["Capabilities"] = list(capabilities)
     status = _stack_status(cloudformation, stack_name)
     check_stack_state(stack_name, status)
     if status is None:
@@ -311,6 +319,37 @@ def stack_parameters(config: Mapping[str, Any], stage: str, bucket: str) -> dict
         "EventBusName": event_bus_name(config, stage),
         **alarm_parameters(config, stage),
     }
+
+
+def workflow_template(project_dir: Path) -> str:
+    """infra/workflow.json with the state machine's definition, infra/workflow.asl.json, in its ``Fn::Sub``: the
+    stage functions' ``${...Arn}`` placeholders become the deployed functions' ARNs."""
+    template = json.loads((project_dir / WORKFLOW_TEMPLATE_FILE).read_text())
+    asl = json.dumps(json.loads((project_dir / WORKFLOW_ASL_FILE).read_text()), separators=(",", ":"))
+    template["Resources"]["WorkflowStateMachine"]["Properties"]["DefinitionString"]["Fn::Sub"][0] = asl
+    return json.dumps(template, separators=(",", ":"))
+
+
+def workflow_parameters(resources: Sequence[Mapping[str, Any]], stage: str) -> dict[str, str]:
+    """The workflow stack's parameters: the stage functions' ARNs, which exist only once Chalice has deployed."""
+    from scripts.workflow import STAGE_FUNCTIONS
+
+    arns = {f"{name}Arn": str(deployed_resource(resources, "lambda_function", function)["lambda_arn"])
+            for name, function in STAGE_FUNCTIONS.items()}
+    return {"Stage": stage, **arns}
+
+
+def deploy_workflow(cloudformation: Any, project_dir: Path, facts: StageFacts, resources: Sequence[Mapping[str, Any]],
+                    tags: Mapping[str, str]) -> str:
+    """Create or update the stack ``docpipe-<stage>-workflow``; the state machine must be the one the worker names."""
+    outputs = deploy_stack(cloudformation, project_dir / WORKFLOW_TEMPLATE_FILE, facts.stage,
+                           workflow_parameters(resources, facts.stage), tags,
+                           stack_name=f"docpipe-{facts.stage}-workflow", template_body=workflow_template(project_dir),
+                           capabilities=["CAPABILITY_NAMED_IAM"])
+    if outputs.get("StateMachineArn") != facts.state_machine_arn:
+        raise DeployError(f"the workflow's state machine is {outputs.get('StateMachineArn')}, not "
+                          f"{facts.state_machine_arn} as the worker's DOCPIPE_STATE_MACHINE_ARN says")
+    return outputs["StateMachineArn"]
 
 
 def chalice_deploy(project_dir: Path, built: package.Artefacts, facts: StageFacts) -> dict[str, Any]:
@@ -617,6 +656,8 @@ def deploy(project_dir: Path, stage: str, session: Any) -> None:
             built = package.build(project_dir, facts)
             deployed, mapping_uuid = _deploy_app(project_dir, facts, s3, lambda_client, built)
         verify_uploaded(lambda_client, deployed["resources"], built)
+        state_machine = deploy_workflow(session.client("cloudformation"), project_dir, facts, deployed["resources"],
+                                        tags)
 
         rest_api = deployed_resource(deployed["resources"], "rest_api", "rest_api")
         api_stage = chalice_config(config, stage).api_gateway_stage
@@ -634,6 +675,7 @@ def deploy(project_dir: Path, stage: str, session: Any) -> None:
         "budget": budget_line(config, stage, activate_cost_allocation_tags(session.client("ce"), list(tags))),
         "API capacity": capacity,
         "worker cap": worker_capacity_line(config, stage),
+        "workflow": state_machine,
     }
     print_summary(stage, facts.api_url, outputs, mapping_uuid, api_key_id, built, secret,
                   llm_key.has_value(secretsmanager, secret), operations)

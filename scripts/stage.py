@@ -90,6 +90,12 @@ class StageFacts:
     def _arn(self, service: str, resource: str) -> str:
         return f"arn:{self.partition}:{service}:{self.region}:{self.account}:{resource}"
 
+    @property
+    def state_machine_arn(self) -> str:
+        """The workflow's state machine (infra/workflow.json names it so): known before it exists, so the worker's
+        configuration and policy can name it in the same deploy that creates it."""
+        return self._arn("states", f"stateMachine:{self.app_name}-{self.stage}-workflow")
+
     def policy_values(self, function: str) -> dict[str, str]:
         """The values a policy template may name, for ``function``: every one an exact resource of this stage."""
         prefix = f"{self.app_name}-{self.stage}"
@@ -101,6 +107,8 @@ class StageFacts:
             "JobsQueueArn": self._arn("sqs", f"{prefix}-jobs"),
             "DeadLetterQueueArn": self._arn("sqs", f"{prefix}-jobs-dlq"),
             "LlmSecretArn": self.llm_secret_arn,
+            "StateMachineArn": self.state_machine_arn,
+            "WorkflowExecutionsArn": self.state_machine_arn.replace(":stateMachine:", ":execution:") + ":*",
             "EventBusArn": self._arn("events", f"event-bus/{self.event_bus}"),
             "LogGroupArn": self._arn("logs", "log-group:/aws/lambda/"
                                              + lambda_name(self.app_name, self.stage, function)),
@@ -150,11 +158,28 @@ def write_policies(project_dir: Path, config: Mapping[str, Any], facts: StageFac
         if not template_name:
             raise StageError(f"function {function} of stage {facts.stage} has no iam_policy_file in {CONFIG_FILE}")
         template = (project_dir / ".chalice" / template_name).read_text()
-        policy = render_policy(template, facts.policy_values(function))
+        values = facts.policy_values(function)
+        policy = render_policy(template, values)
+        if function == "api_handler" and dashboard_on(config, facts.stage):
+            policy["Statement"].append(dashboard_statement(values))
         path = out_dir / f"{function}.json"
         path.write_text(json.dumps(policy, indent=2) + "\n")
         written[function] = path.resolve()
     return written
+
+
+def dashboard_on(config: Mapping[str, Any], stage: str) -> bool:
+    """Whether the stage serves GET /dashboard (DOCPIPE_DASHBOARD, as config.py reads it)."""
+    value = chalice_config(config, stage).environment_variables.get("DOCPIPE_DASHBOARD", "false")
+    return str(value).strip().lower() == "true"
+
+
+def dashboard_statement(values: Mapping[str, str]) -> dict[str, Any]:
+    """What the dashboard reads beyond the API's own grants, granted only where an operator turns it on: every job
+    (a scan of the table) and the depth of the queue and the dead-letter queue."""
+    return {"Sid": "OperatorDashboard", "Effect": "Allow",
+            "Action": ["dynamodb:Scan", "sqs:GetQueueAttributes"],
+            "Resource": [values["JobsTableArn"], values["JobsQueueArn"], values["DeadLetterQueueArn"]]}
 
 
 def overlay(config: Mapping[str, Any], facts: StageFacts, policies: Mapping[str, Path]) -> dict[str, Any]:
@@ -163,6 +188,7 @@ def overlay(config: Mapping[str, Any], facts: StageFacts, policies: Mapping[str,
     stage = merged["stages"][facts.stage]
     env = stage.setdefault("environment_variables", {})
     env["DOCPIPE_BUCKET"] = facts.bucket
+    env["DOCPIPE_STATE_MACHINE_ARN"] = facts.state_machine_arn
     if facts.api_url:
         env["DOCPIPE_API_URL"] = facts.api_url
     for function, path in policies.items():

@@ -3,10 +3,12 @@
 
 ``storage`` (documents and results in S3), ``mapcache`` (map answers in S3), ``idempotency`` (Powertools records
 in DynamoDB), ``versioned`` (DynamoDB items many workers replace by compare-and-set: the shared LLM limits),
-``secrets`` (the stage's LLM key in Secrets Manager). Job rows and messages are in ``jobs``; Textract
+``secrets`` (the stage's LLM key in Secrets Manager), ``executions`` (the Step Functions workflow's executions).
+Job rows and messages are in ``jobs``; Textract
 is in ``documents.ocr``.
 """
 
+from chalicelib.aws.executions import Executions
 from chalicelib.aws.idempotency import IdempotencyRecords, Once
 from chalicelib.aws.mapcache import CACHE_PREFIX, SHARED_OWNER, CacheWriter, MapCache, map_cache_key, map_cache_scope
 from chalicelib.aws.secrets import secret_reader
@@ -23,6 +25,6 @@ from chalicelib.aws.storage import (
 from chalicelib.aws.versioned import Versioned, VersionedItems
 
 __all__ = ["CACHE_PREFIX", "INCOMING_PREFIX", "SHARED_OWNER", "UPLOAD_TYPES", "CacheWriter", "DocumentStore",
-           "IdempotencyRecords", "MapCache", "Once", "StoredObject", "Versioned", "VersionedItems", "client_of_upload",
-           "key_of_client", "map_cache_key", "map_cache_scope", "new_upload_key", "secret_reader",
+           "Executions", "IdempotencyRecords", "MapCache", "Once", "StoredObject", "Versioned", "VersionedItems",
+           "client_of_upload", "key_of_client", "map_cache_key", "map_cache_scope", "new_upload_key", "secret_reader",
            "validate_client_key"]

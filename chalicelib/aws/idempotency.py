@@ -56,6 +56,9 @@ class IdempotencyRecords:
         persistence = DynamoDBPersistenceLayer(table_name=self.table_name, boto3_client=self._dynamodb)
         config = IdempotencyConfig(event_key_jmespath=key, payload_validation_jmespath=payload or "",
                                    raise_on_no_idempotency_key=True, expires_after_seconds=expires_after_seconds)
+        # Configured now, not by the first call: Powertools marks a layer configured before it compiles the key's
+        # JMESPath, so two first calls at once (two threads of one instance) could find it half-done.
+        persistence.configure(config, key_prefix=f"{self._function_name}.{name}")
         guarded = idempotent_function(data_keyword_argument=data_keyword, persistence_store=persistence,
                                       config=config, key_prefix=f"{self._function_name}.{name}")(function)
         return Once(guarded, config)

@@ -8,7 +8,8 @@ Layout of the bucket:
 * ``uploads/{client}/…`` — documents staged for a client and referenced from ``POST /jobs`` by ``s3_key``: a
   client's own upload, through the presigned form ``POST /uploads`` hands out, goes to
   ``uploads/{client}/{random}/{filename}``;
-* ``results/{job_id}.json`` — the result document of a finished job.
+* ``results/{job_id}.json`` — the result document of a finished job;
+* ``work/{job_id}/{run}/…`` — what the Step Functions workflow's stages hand each other (chunks, answers).
 
 A client names its documents relative to its own folders: ``{"s3_key": "uploads/report.pdf"}`` from client ``alice``
 is ``uploads/alice/report.pdf`` in the bucket, so no ``s3_key`` reaches another client's documents, and whether a key
@@ -145,6 +146,14 @@ class DocumentStore:
         body = json.dumps(result, ensure_ascii=False, indent=1).encode("utf-8")
         self._s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="application/json")
         return key
+
+    def put_json(self, key: str, body: dict[str, Any]) -> None:
+        """A workflow stage's output (``work/<job id>/<run>/...``): the state carries its key, never the data."""
+        self._s3.put_object(Bucket=self.bucket, Key=key, Body=json.dumps(body, ensure_ascii=False).encode("utf-8"),
+                            ContentType="application/json")
+
+    def get_json(self, key: str) -> dict[str, Any]:
+        return json.loads(self._s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())
 
     def get_result(self, key: str) -> dict[str, Any]:
         return json.loads(self._s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())

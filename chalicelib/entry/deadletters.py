@@ -7,7 +7,7 @@ from typing import Any
 
 from chalicelib.bootstrap import Services
 from chalicelib.jobs import job_id_from
-from chalicelib.observability import logger
+from chalicelib.observability import job_context, logger, metrics
 
 
 def handle_dead_letters(event: dict[str, Any], services: Services) -> None:
@@ -16,4 +16,7 @@ def handle_dead_letters(event: dict[str, Any], services: Services) -> None:
         if job_id is None:
             logger.error("dead letter that is not a docpipe job", extra={"body": record.get("body", "")[:500]})
             continue
-        services.lifecycle.fail_dead_letter(job_id)
+        with job_context(job_id):
+            if services.lifecycle.fail_dead_letter(job_id):
+                # The failure-rate alarm counts these jobs too (infra/METRICS.md).
+                metrics.add_metric(name="JobsFailed", unit="Count", value=1)

@@ -22,7 +22,7 @@ from chalicelib.bootstrap import Services
 from chalicelib.errors import RequestError, ServiceUnavailable
 from chalicelib.jobs import FAILED, Job, Submission, new_job_id
 from chalicelib.jsontext import loads_bounded
-from chalicelib.observability import logger
+from chalicelib.observability import job_context, logger
 from chalicelib.tasks import parse_task
 
 # S3 redelivers an event within minutes; a day covers it many times over.
@@ -57,6 +57,12 @@ def _start(upload: dict[str, str], client: str, stored: StoredObject, services: 
     key = upload["key"]
     declared = "pdf" if key.lower().endswith(".pdf") or stored.content_type == "application/pdf" else None
     job_id = new_job_id()
+    with job_context(job_id):
+        return _create(job_id, key, declared, client, stored, services)
+
+
+def _create(job_id: str, key: str, declared: str | None, client: str, stored: StoredObject,
+            services: Services) -> dict[str, str]:
     try:
         task = parse_task(_task_from_metadata(stored.metadata))
         submission = Submission(task=task, s3_key=key, declared_type=declared, filename=key.rsplit("/", 1)[-1])

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from chalicelib.bootstrap import Services
 from chalicelib.errors import CircuitOpen, Throttled, TransientError
 from chalicelib.jobs import Attempt, BatchHeartbeat, Delivery, Heartbeat, Message
-from chalicelib.observability import logger, metrics
+from chalicelib.observability import job_context, logger, metrics
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
@@ -46,9 +46,10 @@ def handle_job_batch(event: dict[str, Any], context: Any, services: Services) ->
 
         async def record_handler(record: Any) -> None:
             held = batch.started(record.receipt_handle)
-            # A fresh context per record: its job id is a key of its own log lines, and of no other record's.
-            await asyncio.get_running_loop().run_in_executor(threads, contextvars.Context().run, handle_job_record,
-                                                             record, context, services, held)
+            # A copy of the invocation's context per record (its function name, its trace): the record's job id is
+            # then a key of its own log lines, and of no other record's.
+            await asyncio.get_running_loop().run_in_executor(threads, contextvars.copy_context().run,
+                                                             handle_job_record, record, context, services, held)
 
         # A batch that failed whole is still answered, not raised: it is an expected case.
         processor = AsyncBatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
@@ -69,7 +70,11 @@ def handle_job_record(record: Any, context: Any, services: Services, held: bool 
                      extra={"message_id": record.message_id, "body": record.body[:500]})
         metrics.add_metric(name="RejectedMessages", unit="Count", value=1)
         return
-    logger.thread_safe_append_keys(job_id=delivery.job_id)
+    with job_context(delivery.job_id):
+        _handle_delivery(delivery.job_id, delivery, context, services, held)
+
+
+def _handle_delivery(job_id: str, delivery: Delivery, context: Any, services: Services, held: bool) -> None:
     lifecycle = services.lifecycle
     deadline = time.monotonic() + context.get_remaining_time_in_millis() / 1000 if context else None
     attempt: Attempt | None = None
@@ -78,7 +83,7 @@ def handle_job_record(record: Any, context: Any, services: Services, held: bool 
             # The stage's LLM key, from its secret on AWS (cached across invocations; a rotated key arrives within
             # DOCPIPE_LLM_SECRET_MAX_AGE_SECONDS).
             services.llm.refresh()
-            attempt = lifecycle.claim(delivery.job_id, lease_seconds=heartbeat.hold)
+            attempt = lifecycle.claim(job_id, lease_seconds=heartbeat.hold)
             if attempt is not None:
                 heartbeat.track(attempt)
                 from chalicelib.pipeline import run_job

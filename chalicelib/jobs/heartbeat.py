@@ -14,6 +14,7 @@ worker that dies mid-batch strands none of them for that long::
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -38,7 +39,9 @@ class _Beating:
         self._interval = interval
         self._held = held
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        # With the context it was made in: what a beat logs carries the job's id.
+        self._thread = threading.Thread(target=contextvars.copy_context().run, args=(self._run,), name=name,
+                                        daemon=True)
 
     def __enter__(self) -> Any:
         # The first beat at once: from the start, a message stays hidden exactly as long as a lease holds. Unless a

@@ -25,7 +25,7 @@ from chalicelib.jobs.model import QUEUED, Job, new_job_id
 from chalicelib.jsontext import loads_bounded, unstorable_text
 from chalicelib.llm import price_of
 from chalicelib.observability import logger
-from chalicelib.tasks import NEEDS_LLM, parse_task, task_from_query
+from chalicelib.tasks import NEEDS_LLM, parse_task, parse_tasks, task_from_query
 
 # The same magic the worker's extractor sniffs; repeated here so the API's cold start never imports extraction.
 PDF_MAGIC = b"%PDF-"
@@ -38,12 +38,16 @@ _SUBMISSION_RECORDS = "chalicelib.intake._idempotent_create.<locals>.create"
 
 @dataclass(frozen=True)
 class Submission:
+    """What a client submitted. ``task`` is its task, the first of ``tasks`` when it asked several (a multi-task job,
+    which only the Step Functions workflow runs); ``tasks`` is empty for a job of one task."""
+
     task: dict[str, Any]
     content: bytes | None = None
     content_type: str | None = None
     s3_key: str | None = None
     declared_type: str | None = None
     filename: str | None = None
+    tasks: tuple[dict[str, Any], ...] = ()
 
     def describe(self) -> dict[str, Any]:
         """The document as the job row records it (never the bytes)."""
@@ -113,12 +117,15 @@ def _from_json(body: bytes, client: str) -> Submission:
     _refuse_unstorable(payload, "body")
     if not isinstance(payload, dict):
         raise RequestError("invalid_request", 'the body must be a JSON object: {"document": {…}, "task": {…}}')
-    unknown = set(payload) - {"document", "task"}
+    unknown = set(payload) - {"document", "task", "tasks"}
     if unknown:
         raise RequestError("invalid_request", f"unknown field(s): {', '.join(sorted(unknown))}")
-    if "task" not in payload:
+    if "task" in payload and "tasks" in payload:
+        raise RequestError("invalid_request", "send either task (one task) or tasks (2 to 5 of them), not both")
+    if "task" not in payload and "tasks" not in payload:
         raise RequestError("invalid_task", 'task is required, e.g. {"type": "summarize"}')
-    task = parse_task(payload["task"])
+    tasks = tuple(parse_tasks(payload["tasks"])) if "tasks" in payload else ()
+    task = tasks[0] if tasks else parse_task(payload["task"])
     document = payload.get("document")
     if not isinstance(document, dict):
         raise RequestError("invalid_document", "document is required: an object with exactly one of "
@@ -139,7 +146,7 @@ def _from_json(body: bytes, client: str) -> Submission:
         if not value.strip():
             raise RequestError("empty", "document.text is empty")
         return Submission(task=task, content=value.encode("utf-8"), content_type="text/plain",
-                          declared_type="text", filename=filename)
+                          declared_type="text", filename=filename, tasks=tasks)
     if source == "pdf_base64":
         if not isinstance(value, str):
             raise RequestError("invalid_document", "document.pdf_base64 must be a base64 string")
@@ -152,10 +159,11 @@ def _from_json(body: bytes, client: str) -> Submission:
         if PDF_MAGIC not in data[:1024]:
             raise RequestError("unsupported_type", "document.pdf_base64 does not hold a PDF", status=415)
         return Submission(task=task, content=data, content_type="application/pdf", declared_type="pdf",
-                          filename=filename)
+                          filename=filename, tasks=tasks)
     key = validate_client_key(value)
     declared = "pdf" if key.lower().endswith(".pdf") else None
-    return Submission(task=task, s3_key=key_of_client(client, key), declared_type=declared, filename=filename)
+    return Submission(task=task, s3_key=key_of_client(client, key), declared_type=declared, filename=filename,
+                      tasks=tasks)
 
 
 def check_runnable(task: dict[str, Any], settings: Settings) -> None:
@@ -190,7 +198,12 @@ class Intake:
                source: str = "api") -> tuple[str, bool]:
         """Store, record and enqueue for ``client``; returns (job_id, created). Not created: this job id exists."""
         settings = self._settings
-        check_runnable(submission.task, settings)
+        for task in submission.tasks or (submission.task,):
+            check_runnable(task, settings)
+        if submission.tasks and not settings.uses_workflow:
+            raise RequestError("workflow_unavailable", "a job of several tasks runs on the Step Functions workflow, "
+                                                       "which this docpipe has not configured (DOCPIPE_STATE_MACHINE_"
+                                                       "ARN): send each task as a job of its own", status=422)
         job_id = job_id or new_job_id()
         document = submission.describe()
         if submission.s3_key:
@@ -207,11 +220,11 @@ class Intake:
             document["s3_key"] = self._documents.put_input(job_id, submission.content or b"",
                                                            submission.content_type or "application/octet-stream")
         job = Job(job_id=job_id, status=QUEUED, task=submission.task, document=document, created_at=time.time(),
-                  source=source, client=client)
+                  source=source, client=client, tasks=list(submission.tasks) or None)
         if not self._lifecycle.open(job):
             return job_id, False
-        logger.info("job queued", extra={"job_id": job_id, "source": source, "task": submission.task.get("type"),
-                                         "client": client})
+        logger.info("job queued", extra={"job_id": job_id, "source": source, "client": client,
+                                         "task": "+".join(t["type"] for t in submission.tasks or (submission.task,))})
         return job_id, True
 
     def submit(self, submission: Submission, *, client: str, idempotency_key: str | None, fingerprint: str,

@@ -18,6 +18,15 @@ chosen here (``Message.AGAIN``). Who calls what::
                   defer(d, a, ...)            the LLM circuit is open, or the provider said to slow down: released
                                               and re-sent after the recovery window or the provider's wait
     dead letters  fail_dead_letter(job_id)    every delivery ended without an outcome: FAILED with the last reason
+    worker        hand_over(a, arn)           a Step Functions execution carries the RUNNING job on (its message is
+                                              done with; no later delivery can claim the job)
+    workflow      adopt_execution(job_id,arn) the execution's first stage takes the job (if the worker died first)
+                  enter_stage(job_id, ...)    where the execution is; None once the job has finished
+                  workflow_chunks, succeed_workflow   the chunk count; RUNNING → SUCCEEDED
+                  record_workflow(job_id,...) what a stage answered and spent
+                  fail_execution(job_id, ...) a stage failed for good (its Catch), or the execution ended without an
+                                              outcome (aborted, timed out): FAILED with the reason and the stage,
+                                              unless a later run (the client's retry) carries the job
 
 Every move into SUCCEEDED or FAILED is announced once, right after its write, as a ``Job Succeeded`` / ``Job
 Failed`` event (``JobEvents``); an announcement that fails is logged and counted, and changes nothing of the job.
@@ -163,6 +172,56 @@ class Lifecycle:
         self._ended(stored)
         return True
 
+    def hand_over(self, attempt: Attempt, *, execution_arn: str) -> bool:
+        """The workflow execution ``execution_arn`` carries the job on; False if the job finished meanwhile (or its
+        execution already took it over)."""
+        if not self.store.hand_over(attempt.job_id, execution_arn=execution_arn):
+            return False
+        logger.info("job handed over to the workflow", extra={"execution_arn": execution_arn})
+        metrics.add_metric(name="JobsToWorkflow", unit="Count", value=1)
+        return True
+
+    def adopt_execution(self, job_id: str, *, execution_arn: str) -> bool:
+        """The execution's first stage takes the RUNNING job over, whether or not the worker lived to record the
+        hand-over; False if another execution carries it."""
+        return self.store.hand_over(job_id, execution_arn=execution_arn) or (
+            (job := self.store.get(job_id)) is not None and job.execution_arn == execution_arn)
+
+    def workflow_chunks(self, job_id: str, total: int, warnings: list[str]) -> None:
+        self.store.set_chunks_total(job_id, total, warnings)
+
+    def succeed_workflow(self, job_id: str, *, result_key: str, usage: dict[str, Any], warnings: list[str],
+                         timings: dict[str, float], chunks_total: int) -> bool:
+        """RUNNING → SUCCEEDED at the workflow's last stage; False when the job had finished already."""
+        stored = self.store.mark_succeeded(job_id, result_key=result_key, usage=usage, warnings=warnings,
+                                           timings=timings, chunks_total=chunks_total)
+        if stored is None:
+            return False
+        metrics.add_metric(name="JobsSucceeded", unit="Count", value=1)
+        self._ended(stored)
+        return True
+
+    def enter_stage(self, job_id: str, stage: str, *, task: int | None = None) -> Job | None:
+        """The workflow reached ``stage`` (in task ``task``'s branch); None when the job is no longer RUNNING."""
+        return self.store.set_stage(job_id, stage, task=task)
+
+    def record_workflow(self, job_id: str, *, progress: dict[str, Any] | None = None,
+                        spend: tuple[str, dict[str, Any]] | None = None) -> None:
+        """A stage's progress and what it spent, shown while the job runs and counted against its budget."""
+        self.store.record_workflow(job_id, progress=progress, spend=spend)
+
+    def fail_execution(self, job_id: str, execution_arn: str, error: dict[str, Any]) -> bool:
+        """The execution that carries the job ended without an outcome: FAILED with its reason. False when the job
+        finished already, or a later run (after the client's retry) carries it."""
+        failed = self.store.mark_failed_for_execution(job_id, execution_arn, error)
+        if failed is None:
+            return False
+        logger.error("job failed: its workflow execution ended without an outcome",
+                     extra={"job_id": job_id, "execution_arn": execution_arn, "error": error})
+        metrics.add_metric(name="JobsFailed", unit="Count", value=1)
+        self._ended(failed)
+        return True
+
     def fail(self, attempt: Attempt, failure: JobFailure, *, usage: dict[str, Any], warnings: list[str]) -> None:
         """RUNNING → FAILED for a reason no retry can change, with what the attempt spent and found."""
         logger.warning("job failed", extra={"error": failure.to_dict()})
@@ -178,7 +237,8 @@ class Lifecycle:
         takes the job over. Deleting it now would leave a dead worker's job RUNNING for good.
         """
         job = self.store.get(delivery.job_id or "")
-        if job is None or job.finished:
+        if job is None or job.finished or job.execution_arn:
+            # A workflow execution carries a handed-over job; its own end (or the sweep) decides the job's fate.
             return Message.DONE
         wait = max(1, int(job.lease_until - self._clock()) + 1)
         self.queue.hide(delivery, min(wait, _LONGEST_WAIT))
@@ -234,22 +294,25 @@ class Lifecycle:
         metrics.add_metric(name="JobsDeferred", unit="Count", value=1)
         return Message.DONE
 
-    def fail_dead_letter(self, job_id: str) -> None:
-        """A message reached the DLQ (its worker died on every delivery): its job ends FAILED with the last reason."""
+    def fail_dead_letter(self, job_id: str) -> bool:
+        """A message reached the DLQ (its worker died on every delivery): its job ends FAILED with the last reason.
+        True when this call failed it."""
         job = self.store.get(job_id)
         if job is None or job.finished:
-            return
-        if job.status == RUNNING and job.lease_until > self._clock():
-            # A duplicate's copy ran out of deliveries while a live worker holds the job: that worker finishes it.
-            logger.info("dead letter for a job a live worker holds; left to it", extra={"job_id": job_id})
-            return
+            return False
+        if job.status == RUNNING and (job.lease_until > self._clock() or job.execution_arn):
+            # A duplicate's copy ran out of deliveries while a live worker (or an execution) carries the job on.
+            logger.info("dead letter for a job a live worker or execution holds; left to it", extra={"job_id": job_id})
+            return False
         error = job.last_error or {"code": "delivery_exhausted",
                                    "message": "every delivery of this job ended without a result (the worker "
                                               "crashed or timed out)"}
         failed = self.store.mark_failed(job_id, error)
-        if failed is not None:
-            logger.error("job failed from the dead-letter queue", extra={"job_id": job_id, "error": error})
-            self._ended(failed)
+        if failed is None:
+            return False
+        logger.error("job failed from the dead-letter queue", extra={"job_id": job_id, "error": error})
+        self._ended(failed)
+        return True
 
     def _ended(self, job: Job | None) -> None:
         """Announce a job that has just ended (None: the write found it already ended, and so announced)."""

@@ -2,6 +2,10 @@
 
 A job goes QUEUED → RUNNING → SUCCEEDED | FAILED and never backwards (``jobs.lifecycle`` moves it; ``jobs.store``
 keeps it). Its id is 128 random bits, unguessable, so knowing a job id is no way into anyone else's job.
+
+A job runs on one of two orchestrators: the queue (the worker runs it in its invocation) or, once the worker has
+handed it over, the Step Functions workflow (its ``execution_arn``, the ``stage`` it is in, and its progress kept
+per task and per map batch in ``workflow_progress``).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from chalicelib.llm import total_spend
 
 QUEUED, RUNNING, SUCCEEDED, FAILED = "QUEUED", "RUNNING", "SUCCEEDED", "FAILED"
 TERMINAL = (SUCCEEDED, FAILED)
+QUEUE, STEP_FUNCTIONS = "queue", "stepfunctions"
 JOB_ID_PATTERN = re.compile(r"[0-9a-f]{32}")
 
 
@@ -47,10 +52,42 @@ class Job:
     last_error: dict[str, str] | None = None
     result_key: str | None = None
     spend: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # A multi-task job's tasks, in the order asked (``task`` is the first); None for a job of one task.
+    tasks: list[dict[str, Any]] | None = None
+    orchestrator: str = QUEUE
+    execution_arn: str | None = None
+    stage: str | None = None
+    # The workflow's progress: "<task>/<batch>" -> chunks that batch has answered, "<task>/known" -> chunks the map
+    # cache answered, "<task>/stage" -> where that task's branch is.
+    workflow_progress: dict[str, Any] = field(default_factory=dict)
+    # How often the client has retried the job: each retry runs a new execution, named after it.
+    retried: int = 0
 
     @property
     def finished(self) -> bool:
         return self.status in TERMINAL
+
+    @property
+    def all_tasks(self) -> list[dict[str, Any]]:
+        """Every task the job asks, in order: one, or a multi-task job's 2 to 5."""
+        return self.tasks or [self.task]
+
+    @property
+    def run_name(self) -> str:
+        """The name of this run's execution: the job id, then ``<job id>-retry<n>`` for the client's n-th retry.
+
+        A redelivered message starts the same name again, which Step Functions refuses: a run cannot start twice.
+        """
+        return self.job_id if not self.retried else f"{self.job_id}-retry{self.retried}"
+
+    def task_progress(self) -> list[int]:
+        """Chunks answered so far for each task, by the workflow (the map cache's answers included)."""
+        done = [0] * len(self.all_tasks)
+        for key, value in self.workflow_progress.items():
+            task, _, part = key.partition("/")
+            if task.isdigit() and int(task) < len(done) and part != "stage":
+                done[int(task)] += int(value)
+        return done
 
     def to_view(self) -> dict[str, Any]:
         """What ``GET /jobs/{job_id}`` shows a client."""
@@ -58,9 +95,10 @@ class Job:
             "job_id": self.job_id,
             "status": self.status,
             "source": self.source,
-            "task": self.task,
+            **({"tasks": self.tasks} if self.tasks else {"task": self.task}),
             "document": self.document,
-            "progress": {"chunks_done": self.chunks_done, "chunks_total": self.chunks_total},
+            "orchestrator": self.orchestrator,
+            "progress": self._progress(),
             "attempts": self.attempts,
             "created_at": iso_time(self.created_at),
             "started_at": iso_time(self.started_at),
@@ -70,6 +108,10 @@ class Job:
             "usage": self.usage or (total_spend(self.spend) if self.spend else {}),
             "warnings": self.warnings,
         }
+        if self.execution_arn:
+            view["execution_arn"] = self.execution_arn
+        if self.stage and not self.finished:
+            view["stage"] = self.stage
         if self.error:
             view["error"] = self.error
         elif self.last_error and not self.finished:
@@ -92,11 +134,19 @@ class Job:
             summary["error"] = self.error
         return summary
 
+    def _progress(self) -> dict[str, Any]:
+        if self.orchestrator != STEP_FUNCTIONS or self.finished:
+            return {"chunks_done": self.chunks_done, "chunks_total": self.chunks_total}
+        done = self.task_progress()
+        progress: dict[str, Any] = {"chunks_done": min(done), "chunks_total": self.chunks_total}
+        if self.tasks:
+            progress["tasks"] = [{"chunks_done": count, "stage": self.workflow_progress.get(f"{index}/stage")}
+                                 for index, count in enumerate(done)]
+        return progress
+
 
 def iso_time(ts: float | None) -> str | None:
     """A timestamp as the API shows it: ISO 8601 in UTC, to the millisecond."""
     if ts is None:
         return None
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
-
-

@@ -93,6 +93,15 @@ class JobQueue:
             self._max_receives = int(policy.get("maxReceiveCount", _DEFAULT_RECEIVES))
         return self._max_receives
 
+    def depth(self, name: str | None = None) -> dict[str, int]:
+        """The queue's approximate counts: waiting, in flight (hidden) and delayed messages."""
+        attributes = self.sqs.get_queue_attributes(QueueUrl=self._url(name or self.queue_name), AttributeNames=[
+            "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
+            "ApproximateNumberOfMessagesDelayed"])["Attributes"]
+        return {"waiting": int(attributes.get("ApproximateNumberOfMessages", 0)),
+                "in_flight": int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0)),
+                "delayed": int(attributes.get("ApproximateNumberOfMessagesDelayed", 0))}
+
     def _url(self, name: str) -> str:
         if name not in self._urls:
             self._urls[name] = self.sqs.get_queue_url(QueueName=name)["QueueUrl"]

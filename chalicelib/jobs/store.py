@@ -6,6 +6,9 @@ values (task, usage, error) are stored as JSON strings so they round-trip exactl
 
 What each attempt spends on the LLM is kept under ``spend`` (a map from attempt to its JSON record), written by the
 heartbeat as it grows and when the attempt ends, so a job delivered again counts and budgets what it already paid.
+A job handed over to the Step Functions workflow keeps there, too, what each of its stage invocations spent, and
+under ``workflow_progress`` what each map batch has answered; once handed over (``execution_arn``), no delivery can
+claim it again: the execution carries it on.
 Only ``jobs.lifecycle`` calls the writing methods; everyone else reads.
 """
 
@@ -17,9 +20,9 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-from chalicelib.jobs.model import FAILED, QUEUED, RUNNING, SUCCEEDED, Job
+from chalicelib.jobs.model import FAILED, QUEUE, QUEUED, RUNNING, STEP_FUNCTIONS, SUCCEEDED, Job
 
-_JSON_FIELDS = ("task", "document", "usage", "warnings", "error", "last_error", "timings")
+_JSON_FIELDS = ("task", "document", "usage", "warnings", "error", "last_error", "timings", "tasks")
 # The jobs table's index of each client's jobs by creation time (infra/template.json): what GET /jobs reads.
 CLIENT_INDEX = "client-created"
 # Rows one listing query examines when it filters by status (the rest are left to the next page).
@@ -39,6 +42,7 @@ def _from_item(item: dict[str, Any]) -> Job:
         if isinstance(data.get(name), str):
             data[name] = json.loads(data[name])
     data["spend"] = {attempt: json.loads(record) for attempt, record in (data.get("spend") or {}).items()}
+    data["workflow_progress"] = {k: _plain(v) for k, v in (data.get("workflow_progress") or {}).items()}
     known = Job.__dataclass_fields__
     return Job(**{k: v for k, v in data.items() if k in known})
 
@@ -73,6 +77,8 @@ class JobStore:
             "document": json.dumps(job.document),
             "warnings": json.dumps(job.warnings),
         }
+        if job.tasks:
+            item["tasks"] = json.dumps(job.tasks)
         if job.client:
             # A key of the client index, which takes no empty string: a row without one is simply not listed.
             item["client"] = job.client
@@ -92,16 +98,17 @@ class JobStore:
         return _from_item(item) if item else None
 
     def claim(self, job_id: str, lease_seconds: float) -> Job | None:
-        """Take the job for this worker: QUEUED, or RUNNING with an expired lease (its worker died).
+        """Take the job for this worker: QUEUED, or RUNNING with an expired lease (its worker died) that no workflow
+        execution carries.
 
-        None when the job is finished or another live worker holds it — a duplicate delivery.
+        None when the job is finished, another live worker holds it (a duplicate delivery) or an execution runs it.
         """
         now = self._clock()
         return self._update(
             job_id,
             "SET #s = :running, lease_until = :lease, started_at = if_not_exists(started_at, :now), "
             "spend = if_not_exists(spend, :nothing) ADD attempts :one",
-            "#s = :queued OR (#s = :running AND lease_until < :now)",
+            "#s = :queued OR (#s = :running AND lease_until < :now AND attribute_not_exists(execution_arn))",
             {":running": RUNNING, ":queued": QUEUED, ":lease": _dec(now + lease_seconds), ":now": _dec(now),
              ":one": 1, ":nothing": {}},
         )
@@ -217,14 +224,84 @@ class JobStore:
                      {":spend": json.dumps(spend), ":running": RUNNING}, names={"#a": f"a{attempt}"})
 
     def requeue(self, job_id: str) -> Job | None:
-        """A client's retry of a FAILED job: back to QUEUED with its error cleared; None if it is not FAILED."""
+        """A client's retry of a FAILED job: back to QUEUED with its error cleared, and off any workflow execution
+        (its next run is a new one); None if it is not FAILED."""
         return self._update(
             job_id,
-            "SET #s = :queued, lease_until = :zero REMOVE #e, finished_at",
+            "SET #s = :queued, lease_until = :zero, orchestrator = :queue "
+            "REMOVE #e, finished_at, execution_arn, #stage, workflow_progress ADD retried :one",
             "#s = :failed",
-            {":queued": QUEUED, ":failed": FAILED, ":zero": 0},
+            {":queued": QUEUED, ":failed": FAILED, ":zero": 0, ":queue": QUEUE, ":one": 1},
+            names={"#e": "error", "#stage": "stage"},
+        )
+
+    def hand_over(self, job_id: str, *, execution_arn: str) -> bool:
+        """The workflow execution ``execution_arn`` carries the RUNNING job on from here; False if the job is no
+        longer RUNNING or an execution carries it already."""
+        return self._update(
+            job_id,
+            "SET orchestrator = :sfn, execution_arn = :arn, #stage = if_not_exists(#stage, :stage), "
+            "lease_until = :zero, workflow_progress = if_not_exists(workflow_progress, :nothing)",
+            "#s = :running AND attribute_not_exists(execution_arn)",
+            {":sfn": STEP_FUNCTIONS, ":arn": execution_arn, ":stage": "validate", ":zero": 0, ":nothing": {},
+             ":running": RUNNING},
+            names={"#stage": "stage"},
+        ) is not None
+
+    def set_stage(self, job_id: str, stage: str, *, task: int | None = None) -> Job | None:
+        """Where the workflow is (and, for one task's branch, where that task is); None if the job is not RUNNING."""
+        expression, values, names = "SET #stage = :stage", {":stage": stage, ":running": RUNNING}, {"#stage": "stage"}
+        if task is not None:
+            expression += ", workflow_progress.#task = :stage"
+            names["#task"] = f"{task}/stage"
+        return self._update(job_id, expression, "#s = :running AND attribute_exists(workflow_progress)", values,
+                            names=names)
+
+    def record_workflow(self, job_id: str, *, progress: dict[str, Any] | None = None,
+                        spend: tuple[str, dict[str, Any]] | None = None) -> None:
+        """A workflow stage's progress (``{"<task>/<batch>": chunks}``) and spend (``(key, record)``), in one write;
+        nothing once the job has finished."""
+        parts, values, names = [], {":running": RUNNING}, {}
+        for position, (key, value) in enumerate((progress or {}).items()):
+            parts.append(f"workflow_progress.#p{position} = :p{position}")
+            names[f"#p{position}"], values[f":p{position}"] = key, value
+        if spend is not None:
+            parts.append("spend.#a = :spend")
+            names["#a"], values[":spend"] = spend[0], json.dumps(spend[1])
+        if parts:
+            self._update(job_id, "SET " + ", ".join(parts),
+                         "#s = :running AND attribute_exists(workflow_progress) AND attribute_exists(spend)", values,
+                         names=names)
+
+    def mark_failed_for_execution(self, job_id: str, execution_arn: str, error: dict[str, Any]) -> Job | None:
+        """FAILED with ``error``, only while the execution ``execution_arn`` carries the RUNNING job (not a later
+        run's, after a client's retry): the finished row, else None."""
+        return self._update(
+            job_id,
+            "SET #s = :failed, finished_at = :now, #e = :error, lease_until = :zero",
+            "#s = :running AND execution_arn = :arn",
+            {":failed": FAILED, ":running": RUNNING, ":now": _dec(self._clock()), ":error": json.dumps(error),
+             ":zero": 0, ":arn": execution_arn},
             names={"#e": "error"},
         )
+
+    def on_workflow(self, *, started_before: float, limit: int = 100) -> list[Job]:
+        """RUNNING jobs an execution carries, started before ``started_before``: what the workflow sweep checks.
+
+        A filtered scan: the table holds DOCPIPE_JOB_RETENTION_DAYS of jobs, and the sweep runs every few minutes.
+        """
+        from boto3.dynamodb.conditions import Attr
+
+        found: list[Job] = []
+        request: dict[str, Any] = {"FilterExpression": Attr("status").eq(RUNNING) & Attr("execution_arn").exists()
+                                   & Attr("started_at").lt(_dec(started_before))}
+        while len(found) < limit:
+            page = self._table.scan(**request)
+            found += [_from_item(item) for item in page.get("Items", [])]
+            if "LastEvaluatedKey" not in page:
+                break
+            request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return found[:limit]
 
     def withdraw(self, job_id: str) -> None:
         """Remove a job that never reached the queue, so the client's (or S3's) retry can create it afresh."""
@@ -265,3 +342,15 @@ class JobStore:
                 return None
             raise
         return _from_item(response["Attributes"])
+
+    def recent(self, *, most: int = 1000) -> list[Job]:
+        """Up to ``most`` jobs, newest first, for the operator's dashboard (a scan: every client's jobs)."""
+        jobs: list[Job] = []
+        options: dict[str, Any] = {"Limit": min(most, 1000)}
+        while len(jobs) < most:
+            page = self._table.scan(**options)
+            jobs.extend(_from_item(item) for item in page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                break
+            options["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return sorted(jobs[:most], key=lambda job: job.created_at, reverse=True)

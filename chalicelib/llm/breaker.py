@@ -25,7 +25,7 @@ from typing import Any
 
 from chalicelib.errors import CircuitOpen
 from chalicelib.llm.chat import EndpointBusy
-from chalicelib.observability import logger
+from chalicelib.observability import logger, metrics, with_log_keys
 
 CIRCUIT_NAME = "docpipe-llm"
 # How long a worker trusts its last read of the shared state. Each re-read makes every call in flight read DynamoDB
@@ -45,6 +45,7 @@ def _guard(dynamodb: Any, table_name: str, failure_threshold: int, recovery_seco
     def on_transition(transition: Any) -> None:
         logger.warning("LLM circuit changed state", extra={"from": str(transition.from_state),
                                                           "to": str(transition.to_state)})
+        _circuit_seen(transition.to_state)
 
     persistence = CircuitBreakerDynamoDBPersistence(table_name=table_name, boto3_client=dynamodb)
     # One probe success closes the circuit: a recovered provider should drain the backlog at once.
@@ -79,7 +80,9 @@ class CircuitGuard:
 
     async def prime(self) -> None:
         """Read the circuit's state now (it is cached for a few seconds), so the first calls need not wait for it."""
-        await asyncio.get_running_loop().run_in_executor(self._threads, self._persistence.get_state, CIRCUIT_NAME)
+        record = await asyncio.get_running_loop().run_in_executor(self._threads, self._persistence.get_state,
+                                                                  CIRCUIT_NAME)
+        _circuit_seen(record.state)
 
     async def __call__(self, attempt: Callable[[], Awaitable[Any]]) -> Any:
         from aws_lambda_powertools.utilities.circuit_breaker import CircuitBreakerOpenError
@@ -88,6 +91,7 @@ class CircuitGuard:
             return await self._call(attempt)
         except CircuitBreakerOpenError:
             if self._in_flight == 0:
+                _circuit_seen(None)
                 raise CircuitOpen() from None
         # An attempt of this job may be the breaker's one probe: failing now would cancel it with the job, and the
         # circuit would never learn that the provider is back. Wait for this job's attempts, then ask once more.
@@ -95,6 +99,7 @@ class CircuitGuard:
         try:
             return await self._call(attempt)
         except CircuitBreakerOpenError:
+            _circuit_seen(None)
             raise CircuitOpen() from None
 
     async def _call(self, attempt: Callable[[], Awaitable[Any]]) -> Any:
@@ -128,7 +133,8 @@ class CircuitGuard:
             loop.call_soon_threadsafe(_settle, allowed)
             return outcome.result()  # the attempt's answer, or its error re-raised for the breaker to count
 
-        guarded = loop.run_in_executor(self._threads, self._guarded, call)
+        # What the breaker logs on its thread carries the job's id.
+        guarded = loop.run_in_executor(self._threads, with_log_keys(self._guarded), call)
         # However the attempt ends (answered, failed, cancelled with its job), the bookkeeping's outcome is read.
         guarded.add_done_callback(_retrieve)
         try:
@@ -155,6 +161,21 @@ class CircuitGuard:
 
     def close(self) -> None:
         self._threads.shutdown(wait=False)
+
+
+def circuit_state(dynamodb: Any, table_name: str) -> str:
+    """The shared circuit's state as stored (``CLOSED``, ``OPEN`` or ``HALF_OPEN``), for the operator's dashboard."""
+    from aws_lambda_powertools.utilities.circuit_breaker.persistence import CircuitBreakerDynamoDBPersistence
+
+    record = CircuitBreakerDynamoDBPersistence(table_name=table_name, boto3_client=dynamodb).get_state(CIRCUIT_NAME)
+    return str(getattr(record.state, "value", record.state))
+
+
+def _circuit_seen(state: Any) -> None:
+    """The LLMCircuitOpen gauge (infra/METRICS.md): 0 for a closed circuit, 1 otherwise (None: a refused call)."""
+    from aws_lambda_powertools.utilities.circuit_breaker import CircuitState
+
+    metrics.add_metric(name="LLMCircuitOpen", unit="Count", value=0 if state == CircuitState.CLOSED else 1)
 
 
 def _settle(allowed: asyncio.Future[None]) -> None:

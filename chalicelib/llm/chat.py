@@ -36,6 +36,7 @@ from typing import Any
 from chalicelib.errors import JobFailure, Throttled, TransientError
 from chalicelib.llm.gate import CallGate
 from chalicelib.llm.ratelimit import OutOfTime, ProviderLimits, retry_after
+from chalicelib.observability import record_llm_call
 
 _KEY_PATTERN = re.compile(r"(sk-[A-Za-z0-9_\-]{4})[A-Za-z0-9_\-*]+")
 _CONTEXT_MESSAGE = re.compile(r"maximum context length|context[ _]length|context window|prompt is too long", re.I)
@@ -180,7 +181,7 @@ class ChatModel:
                                       provider_code="rate_limit_exceeded", param="messages")
             started = self._clock()
             try:
-                answer = await self._attempt(request, tokens, deadline)
+                answer = await self._traced_attempt(request, tokens, deadline, attempt=retries + throttled + 1)
             except _RateLimited as refusal:
                 self._gate.observe(refusal.limits)
                 wait = refusal.wait
@@ -200,6 +201,21 @@ class ChatModel:
                 retries += 1
                 continue
             return _completion(answer.response, latency=self._clock() - started, retries=retries + throttled)
+
+    async def _traced_attempt(self, request: dict[str, Any], tokens: int, deadline: float | None, *,
+                              attempt: int) -> _Answer:
+        """``_attempt``, recorded in the job's trace with its outcome and tokens (never the text)."""
+        wall = time.time()
+        try:
+            answer = await self._attempt(request, tokens, deadline)
+        except BaseException as exc:
+            record_llm_call(model=self.model, attempt=attempt, outcome=type(exc).__name__, started=wall)
+            raise
+        usage = getattr(answer.response, "usage", None)
+        record_llm_call(model=self.model, attempt=attempt, outcome="ok", started=wall,
+                        prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+                        completion_tokens=getattr(usage, "completion_tokens", 0) or 0)
+        return answer
 
     async def _attempt(self, request: dict[str, Any], tokens: int, deadline: float | None) -> _Answer:
         """One request: admitted by the gate (``Throttled`` if not before the deadline), inside the circuit breaker."""

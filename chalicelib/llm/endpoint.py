@@ -23,7 +23,7 @@ from typing import Any
 from chalicelib.aws.versioned import VersionedItems
 from chalicelib.config import ConfigError, Settings, with_llm_secret
 from chalicelib.errors import TransientError
-from chalicelib.llm.breaker import CircuitGuard
+from chalicelib.llm.breaker import CircuitGuard, circuit_state
 from chalicelib.llm.gate import CallGate
 from chalicelib.llm.sharedlimits import SharedLimits, pool_key
 from chalicelib.observability import logger
@@ -115,3 +115,7 @@ class LLMEndpoint:
                                   fallback_units=s.llm_max_in_flight // s.worker_max_concurrency)
         return CallGate(requests_per_minute=s.llm_requests_per_minute, tokens_per_minute=s.llm_tokens_per_minute,
                         shared=shared)
+
+    def circuit(self) -> str:
+        """The shared LLM circuit's state, as every worker reads it (for the operator's dashboard)."""
+        return circuit_state(self._dynamodb, self.settings.idempotency_table)

@@ -71,17 +71,27 @@ class Usage:
         self.calls += 1
         self.prompt_tokens += prompt_tokens
         self.completion_tokens += completion_tokens
-        self.cost_usd = cost_usd(prices, self.model or "", self.prompt_tokens, self.completion_tokens)
+        self.cost_usd = self._cost(prices)
 
     def include_earlier(self, earlier: Mapping[str, Any], prices: Mapping[str, tuple[float, float]]) -> None:
-        """Start from what earlier attempts spent (``total_spend`` of their records)."""
+        """Start from what earlier attempts spent (``total_spend`` of their records): in a workflow, also what the
+        job's other stages and tasks spent, whatever their model."""
         if not any(earlier.get(name) for name in SPENT_FIELDS):
             return
         self.earlier = {name: int(earlier.get(name, 0)) for name in SPENT_FIELDS}
         for name in SPENT_FIELDS:
             setattr(self, name, getattr(self, name) + self.earlier[name])
         self.earlier["cost_usd"] = earlier.get("cost_usd")
-        self.cost_usd = cost_usd(prices, self.model or "", self.prompt_tokens, self.completion_tokens)
+        self.cost_usd = self._cost(prices)
+
+    def _cost(self, prices: Mapping[str, tuple[float, float]]) -> float | None:
+        """What was spent so far: this model's price for this run's own tokens, plus what the earlier ones cost."""
+        own = cost_usd(prices, self.model or "", self.prompt_tokens - self.earlier.get("prompt_tokens", 0),
+                       self.completion_tokens - self.earlier.get("completion_tokens", 0))
+        if not self.earlier:
+            return own
+        earlier = self.earlier.get("cost_usd")
+        return None if own is None or earlier is None else round(own + float(earlier), 6)
 
     def attempt_spend(self, prices: Mapping[str, tuple[float, float]]) -> dict[str, Any]:
         """What this attempt alone has spent so far: the record kept for it on the job's row."""

@@ -14,8 +14,9 @@ from chalicelib.pipeline.mapreduce import (
     map_chunks,
     merged_span,
     reduce_hierarchically,
+    reduce_step,
 )
 from chalicelib.pipeline.run import FINISH_SECONDS, Outcome, run_job
 
 __all__ = ["FINISH_SECONDS", "PARTIAL_TAG_TOKENS", "ChunkTask", "Outcome", "Partial", "ReduceBudget", "estimate_reduce",
-           "halve_chunk", "map_chunks", "merged_span", "reduce_hierarchically", "run_job"]
+           "halve_chunk", "map_chunks", "merged_span", "reduce_hierarchically", "reduce_step", "run_job"]

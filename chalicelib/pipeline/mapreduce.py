@@ -84,6 +84,11 @@ class ChunkTask(Protocol):
     async def reduce(self, partials: list[Any], gate: asyncio.Semaphore) -> tuple[Any, int]:
         """The final answer and the number of reduce levels that called the model."""
 
+    async def reduce_step(self, partials: list[Any], gate: asyncio.Semaphore,
+                          levels: int) -> tuple[list[Any], int, Any | None]:
+        """``reduce`` one level at a time, for a workflow that runs each level as a stage of its own: (the partials
+        left, the levels that called the model so far, the final answer once the last level is done, else None)."""
+
     def result(self, final: Any) -> dict[str, Any]:
         """The task's fields of the result document."""
 
@@ -137,10 +142,14 @@ async def map_chunks(task: ChunkTask, chunks: list[Chunk], *, gate: asyncio.Sema
                      halve: Callable[[Chunk], tuple[Chunk, Chunk]],
                      on_answer: Callable[[Chunk, list[Any]], Awaitable[None]] | None = None,
                      on_done: Callable[[int], None] | None = None,
-                     warn: Callable[[str], None] = lambda message: None) -> list[Any]:
+                     warn: Callable[[str], None] = lambda message: None,
+                     on_skip: Callable[[Chunk], Awaitable[None]] | None = None,
+                     stop_starting: Callable[[], bool] | None = None) -> list[Any]:
     """Every chunk's answers in document order; ``known`` answers (from the cache) are not asked again.
 
-    The first permanent error cancels the calls still running and is raised; ``UnusableAnswer`` skips its chunk.
+    The first permanent error cancels the calls still running and is raised; ``UnusableAnswer`` skips its chunk
+    (``on_skip`` hears of it). Once ``stop_starting()`` is true no further chunk is started: the calls in flight
+    finish, and the chunks never started are left out (a later invocation asks them).
     """
     answers: list[list[Any]] = [known.get(chunk.index, []) for chunk in chunks]
     done = sum(1 for chunk in chunks if chunk.index in known)
@@ -157,7 +166,7 @@ async def map_chunks(task: ChunkTask, chunks: list[Chunk], *, gate: asyncio.Sema
         try:
             async with gate:
                 # The slot a failed call frees wakes the next caller before the cancellation reaches it.
-                if failed:
+                if failed or (stop_starting is not None and stop_starting()):
                     return
                 try:
                     answers[position] = await answer_chunk(task, chunk, halve=halve)
@@ -168,6 +177,8 @@ async def map_chunks(task: ChunkTask, chunks: list[Chunk], *, gate: asyncio.Sema
                     raise
         except UnusableAnswer as reason:
             warn(f"chunk {chunk.index} (pages {chunk.pages}) was skipped: {reason}")
+            if on_skip is not None:
+                await on_skip(chunk)
         else:
             if on_answer is not None:
                 await on_answer(chunk, answers[position])
@@ -251,37 +262,51 @@ async def reduce_hierarchically(partials: list[Any], *, tokens: Callable[[Any], 
     result. A single partial is already the answer unless ``always_combine`` (the client's reduce instruction must
     still shape it).
     """
+    levels, finished = 0, False
+    while not finished:
+        partials, levels, finished = await reduce_step(partials, tokens=tokens, combine=combine, budget=budget,
+                                                       gate=gate, always_combine=always_combine, levels=levels)
+    return partials[0], levels
+
+
+async def reduce_step(partials: list[Any], *, tokens: Callable[[Any], int],
+                      combine: Callable[[list[Any], bool], Awaitable[Any]], budget: ReduceBudget,
+                      gate: asyncio.Semaphore | None = None, always_combine: bool = False,
+                      levels: int = 0) -> tuple[list[Any], int, bool]:
+    """One level of ``reduce_hierarchically``, for a caller that runs each level on its own (a workflow stage):
+    returns (the partials after it, the levels that called ``combine`` so far, finished). Once finished, the one
+    partial left is the answer.
+    """
     if not partials:
         raise ValueError("nothing to reduce")
+    if not (len(partials) > 1 or (always_combine and levels == 0)):
+        return partials, levels, True
+    if levels >= budget.max_depth:
+        raise ReduceDidNotConverge(f"{len(partials)} partial answers left after {levels} reduce levels")
     gate = gate or asyncio.Semaphore(1_000_000)
 
     async def call(group: list[Any], final: bool) -> Any:
         async with gate:
             return await combine(group, final)
 
-    levels = 0
-    while len(partials) > 1 or (always_combine and levels == 0):
-        if levels >= budget.max_depth:
-            raise ReduceDidNotConverge(f"{len(partials)} partial answers left after {levels} reduce levels")
-        sizes = [tokens(p) for p in partials]
-        if sum(sizes) <= budget.final_group_tokens:
-            return await call(partials, True), levels + 1
-        groups = _pack(sizes, budget.group_tokens)
-        if len(groups) == 1 or len(partials) == 2:
-            if len(partials) == 2:
-                # Two partials larger than their bound (a tokenizer disagreement): one last call, never a loop.
-                return await call(partials, True), levels + 1
-            # Fits an intermediate prompt but not the final one (a long final answer): two answers will.
-            half = len(partials) // 2
-            groups = [list(range(half)), list(range(half, len(partials)))]
-        elif len(groups) == len(partials):
-            # Every partial alone is over half a prompt (a tokenizer disagreement): pairs still shrink the level.
-            groups = [list(range(i, min(i + 2, len(partials)))) for i in range(0, len(partials), 2)]
-        partials = list(await asyncio.gather(*(
-            call([partials[i] for i in group], False) if len(group) > 1 else _ready(partials[group[0]])
-            for group in groups)))
-        levels += 1
-    return partials[0], levels
+    sizes = [tokens(p) for p in partials]
+    if sum(sizes) <= budget.final_group_tokens:
+        return [await call(partials, True)], levels + 1, True
+    groups = _pack(sizes, budget.group_tokens)
+    if len(groups) == 1 or len(partials) == 2:
+        if len(partials) == 2:
+            # Two partials larger than their bound (a tokenizer disagreement): one last call, never a loop.
+            return [await call(partials, True)], levels + 1, True
+        # Fits an intermediate prompt but not the final one (a long final answer): two answers will.
+        half = len(partials) // 2
+        groups = [list(range(half)), list(range(half, len(partials)))]
+    elif len(groups) == len(partials):
+        # Every partial alone is over half a prompt (a tokenizer disagreement): pairs still shrink the level.
+        groups = [list(range(i, min(i + 2, len(partials)))) for i in range(0, len(partials), 2)]
+    partials = list(await asyncio.gather(*(
+        call([partials[i] for i in group], False) if len(group) > 1 else _ready(partials[group[0]])
+        for group in groups)))
+    return partials, levels + 1, len(partials) == 1
 
 
 async def _ready(value: Any) -> Any:

@@ -41,6 +41,11 @@ class Outcome(enum.Enum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"                            # for a reason no retry can change; the job says which
     FINISHED_ELSEWHERE = "finished_elsewhere"    # another delivery finished it while this one ran
+    HANDED_OVER = "handed_over"                  # a Step Functions execution carries it on (``pipeline.workflow``)
+
+
+class _HandOver(Exception):
+    """The document is long enough for the workflow (DOCPIPE_STEP_FUNCTIONS_MIN_CHUNKS): stop before the map."""
 
 
 @dataclass
@@ -66,6 +71,8 @@ def run_job(attempt: Attempt, services: Services, *, deadline: float | None = No
     the start the attempt is metered (``Attempt.meter``), so its heartbeat records what it spends as it spends it.
     """
     job, settings, endpoint = attempt.job, services.settings, services.llm
+    if _routed(job, services, chunks=None):
+        return _hand_over(attempt, services)
     model = job.task.get("model") or settings.model
     run = JobRun(attempt, services, Usage(model=model if endpoint.uses_openai else None,
                                           provider="openai" if endpoint.uses_openai else "offline"), deadline=deadline)
@@ -79,6 +86,8 @@ def run_job(attempt: Attempt, services: Services, *, deadline: float | None = No
     except JobFailure as failure:
         services.lifecycle.fail(attempt, failure, usage=run.usage.to_dict(), warnings=run.warnings)
         return Outcome.FAILED
+    except _HandOver:
+        return _hand_over(attempt, services)
     finally:
         _emit_model_metrics(run)
     run.timings["total_seconds"] = round(time.monotonic() - started, 3)
@@ -119,6 +128,8 @@ async def _run(run: JobRun, model: str) -> dict[str, Any]:
                             overlap_tokens=settings.chunk_overlap_tokens)
     run.usage.document_tokens = sum(c.tokens for c in chunks)
     run.timings["chunk_seconds"] = round(time.monotonic() - clock, 3)
+    if _routed(job, services, chunks=len(chunks)):
+        raise _HandOver()
     services.lifecycle.count_chunks(run.attempt, len(chunks), run.warnings)
     logger.info("document chunked", extra={"pages": document.page_count, "chunks": len(chunks),
                                            "document_tokens": run.usage.document_tokens})
@@ -162,6 +173,21 @@ async def _run(run: JobRun, model: str) -> dict[str, Any]:
         if chat is not None:
             await chat.close()
     return _result(run, task, document, chunks, final, levels)
+
+
+def _routed(job: Job, services: Services, *, chunks: int | None) -> bool:
+    from chalicelib.pipeline.workflow import needs_workflow
+
+    return needs_workflow(job, chunks, min_chunks=services.settings.step_functions_min_chunks,
+                          available=services.executions is not None)
+
+
+def _hand_over(attempt: Attempt, services: Services) -> Outcome:
+    """Start the job's workflow execution, named by its run: a redelivery finds it started and starts nothing."""
+    assert services.executions is not None
+    arn = services.executions.start(attempt.job.run_name, attempt.job_id)
+    services.lifecycle.hand_over(attempt, execution_arn=arn)
+    return Outcome.HANDED_OVER
 
 
 def _read_by_ocr(run: JobRun, ocr: TextractOCR, pages: PageSet, data: bytes) -> PageSet:

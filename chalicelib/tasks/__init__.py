@@ -7,6 +7,6 @@ never a network client), ``words``. Only ``spec`` loads with the API; the rest (
 """
 
 from chalicelib.tasks.registry import task_for
-from chalicelib.tasks.spec import NEEDS_LLM, TASK_TYPES, parse_task, task_from_query
+from chalicelib.tasks.spec import MAX_TASKS, NEEDS_LLM, TASK_TYPES, parse_task, parse_tasks, task_from_query
 
-__all__ = ["NEEDS_LLM", "TASK_TYPES", "parse_task", "task_for", "task_from_query"]
+__all__ = ["MAX_TASKS", "NEEDS_LLM", "TASK_TYPES", "parse_task", "parse_tasks", "task_for", "task_from_query"]

@@ -102,6 +102,11 @@ class _Classifier:
     async def reduce(self, partials: list[Vote], gate: asyncio.Semaphore) -> tuple[Decision, int]:
         return decide(partials, self._names), 0
 
+    async def reduce_step(self, partials: list[Vote], gate: asyncio.Semaphore,
+                          levels: int) -> tuple[list[Vote], int, Decision]:
+        final, levels = await self.reduce(partials, gate)
+        return [], levels, final
+
     def result(self, final: Decision) -> dict[str, Any]:
         return {"label": final.label, "confidence": final.confidence, "pages": final.pages, "scores": final.scores}
 
@@ -133,6 +138,14 @@ class LLMClassifier(_Classifier):
                     {"role": "user", "content": as_data("document", chunk.text, pages=chunk.pages)}]
         answer = await self._answers.ask(messages, max_tokens=ANSWER_TOKENS)
         return Vote(answer["label"], float(answer["confidence"]), chunk.first_page, chunk.last_page, chunk.tokens)
+
+    def learned(self) -> dict[str, Any]:
+        """What the map's calls learnt that the result reports (the response format the endpoint took)."""
+        return {"response_format": self._answers.mode}
+
+    def adopt(self, learned: dict[str, Any]) -> None:
+        """Take what map calls in other invocations learnt (``learned``), before ``result``."""
+        self._answers.mode = learned.get("response_format", self._answers.mode)
 
     def result(self, final: Decision) -> dict[str, Any]:
         return {**super().result(final), "response_format": self._answers.mode}

@@ -132,6 +132,19 @@ class SchemaExtractor:
             errors = [f"the merged answer could not be checked against the schema: {unusable}"]
         return Extraction(merged, provenance, not errors, errors), 0
 
+    async def reduce_step(self, partials: list[Found], gate: asyncio.Semaphore,
+                          levels: int) -> tuple[list[Found], int, Extraction]:
+        final, levels = await self.reduce(partials, gate)
+        return [], levels, final
+
+    def learned(self) -> dict[str, Any]:
+        """What the map's calls learnt that the result reports (the response format the endpoint took)."""
+        return {"response_format": self._answers.mode}
+
+    def adopt(self, learned: dict[str, Any]) -> None:
+        """Take what map calls in other invocations learnt (``learned``), before ``result``."""
+        self._answers.mode = learned.get("response_format", self._answers.mode)
+
     def result(self, final: Extraction) -> dict[str, Any]:
         return {"data": final.data, "valid": final.valid, "errors": final.errors, "provenance": final.provenance,
                 "response_format": self._answers.mode}

@@ -20,6 +20,7 @@ from chalicelib.pipeline import (
     estimate_reduce,
     merged_span,
     reduce_hierarchically,
+    reduce_step,
 )
 from chalicelib.tasks.summarize import cited_pages
 
@@ -87,6 +88,12 @@ class PromptTask:
     async def reduce(self, partials: list[Partial], gate: asyncio.Semaphore) -> tuple[Partial, int]:
         return await reduce_hierarchically(partials, tokens=self.tokens, combine=self.combine, budget=self._budget,
                                            gate=gate, always_combine=True)
+
+    async def reduce_step(self, partials: list[Partial], gate: asyncio.Semaphore,
+                          levels: int) -> tuple[list[Partial], int, Partial | None]:
+        left, levels, finished = await reduce_step(partials, tokens=self.tokens, combine=self.combine,
+                                                   budget=self._budget, gate=gate, always_combine=True, levels=levels)
+        return left, levels, left[0] if finished else None
 
     def dump(self, partial: Partial) -> dict[str, Any]:
         return partial.to_json()

@@ -2,7 +2,8 @@
 
 A task is stored on the job exactly as normalised here, so the worker never re-validates client input. Each bad
 option has its own 400 code: ``unknown_task``, ``invalid_task`` (a common or summarize option), ``invalid_schema``
-(extract), ``invalid_labels`` (classify), ``invalid_prompt`` (prompt).
+(extract), ``invalid_labels`` (classify), ``invalid_prompt`` (prompt). A multi-task job asks 2 to ``MAX_TASKS``
+of them at once (``parse_tasks``); a bad member keeps its own code and is named by its index.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ MAX_LABELS = 50
 MAX_LABEL_NAME = 100
 MAX_LABEL_DESCRIPTION = 500
 MAX_INSTRUCTION = 4_000
+# A multi-task job runs one Parallel branch per task, and the workflow has this many branches.
+MAX_TASKS = 5
 
 
 def _bad(message: str, code: str = "invalid_task") -> RequestError:
@@ -71,6 +74,28 @@ def parse_task(raw: Any) -> dict[str, Any]:
     elif task_type == "prompt":
         _check_instructions(task)
     return task
+
+
+def parse_tasks(raw: Any) -> list[dict[str, Any]]:
+    """The ``tasks`` of a multi-task job: 2 to ``MAX_TASKS`` task objects, each checked as ``task`` is, in order.
+
+    A member that is wrong keeps its own code (``invalid_schema``, ``unknown_task``, ...) and is named by its index::
+
+        parse_tasks([{"type": "summarize"}, {"type": "classify", "labels": ["a"]}])
+        # RequestError invalid_labels: "tasks[1]: the classify task needs task.labels, ..."
+    """
+    if not isinstance(raw, list):
+        raise _bad(f'tasks must be a list of 2 to {MAX_TASKS} task objects, such as [{{"type": "summarize"}}, '
+                   f'{{"type": "classify", "labels": ["invoice", "contract"]}}]')
+    if not 2 <= len(raw) <= MAX_TASKS:
+        raise _bad(f"tasks must hold 2 to {MAX_TASKS} tasks, got {len(raw)}: a job with one task sends it as task")
+    tasks = []
+    for index, member in enumerate(raw):
+        try:
+            tasks.append(parse_task(member))
+        except RequestError as refused:
+            raise RequestError(refused.code, f"tasks[{index}]: {refused.message}", status=refused.status) from None
+    return tasks
 
 
 def _check_schema(schema: Any) -> None:

@@ -27,6 +27,7 @@ from chalicelib.pipeline import (
     estimate_reduce,
     merged_span,
     reduce_hierarchically,
+    reduce_step,
 )
 from chalicelib.tasks.words import content_words
 
@@ -38,6 +39,7 @@ __all__ = [
     "Partial",
     "map_words_for",
     "reduce_partials",
+    "reduce_partials_step",
 ]
 
 PROMPT_VERSION = "summarize/2"
@@ -82,13 +84,10 @@ def cited_pages(text: str) -> list[int]:
     return sorted(pages)
 
 
-async def reduce_partials(summarizer: Any, partials: list[Partial], *, context_tokens: int, target_words: int,
-                          overhead_tokens: int = REDUCE_OVERHEAD_TOKENS,
-                          gate: asyncio.Semaphore | None = None) -> tuple[Partial, int]:
-    """Combine partial summaries level by level (see ``mapreduce.reduce_hierarchically``); returns (summary, levels).
-
-    Intermediate levels write summaries as long as a chunk's; only the last one writes ``target_words``.
-    """
+def _reduce_shape(summarizer: Any, *, context_tokens: int, target_words: int,
+                  overhead_tokens: int = REDUCE_OVERHEAD_TOKENS) -> tuple[ReduceBudget, Any]:
+    """The token budget of a summary's reduce, and its combine: intermediate levels write summaries as long as a
+    chunk's; only the last one writes ``target_words``."""
     words = map_words_for(target_words, 2)
     budget = ReduceBudget(context_tokens=context_tokens, overhead_tokens=overhead_tokens,
                           partial_tokens=words * TOKENS_PER_WORD + PARTIAL_TAG_TOKENS,
@@ -97,7 +96,25 @@ async def reduce_partials(summarizer: Any, partials: list[Partial], *, context_t
     async def combine(group: list[Partial], final: bool) -> Partial:
         return await summarizer.combine(group, target_words if final else words)
 
+    return budget, combine
+
+
+async def reduce_partials(summarizer: Any, partials: list[Partial], *, context_tokens: int, target_words: int,
+                          overhead_tokens: int = REDUCE_OVERHEAD_TOKENS,
+                          gate: asyncio.Semaphore | None = None) -> tuple[Partial, int]:
+    """Combine partial summaries level by level (see ``mapreduce.reduce_hierarchically``); returns (summary, levels)."""
+    budget, combine = _reduce_shape(summarizer, context_tokens=context_tokens, target_words=target_words,
+                                    overhead_tokens=overhead_tokens)
     return await reduce_hierarchically(partials, tokens=summarizer.tokens, combine=combine, budget=budget, gate=gate)
+
+
+async def reduce_partials_step(summarizer: Any, partials: list[Partial], *, context_tokens: int, target_words: int,
+                               gate: asyncio.Semaphore, levels: int) -> tuple[list[Partial], int, Partial | None]:
+    """One level of ``reduce_partials`` (``ChunkTask.reduce_step``)."""
+    budget, combine = _reduce_shape(summarizer, context_tokens=context_tokens, target_words=target_words)
+    left, levels, finished = await reduce_step(partials, tokens=summarizer.tokens, combine=combine, budget=budget,
+                                               gate=gate, levels=levels)
+    return left, levels, left[0] if finished else None
 
 
 class LLMSummarizer:
@@ -151,6 +168,11 @@ class LLMSummarizer:
     async def reduce(self, partials: list[Partial], gate: asyncio.Semaphore) -> tuple[Partial, int]:
         return await reduce_partials(self, partials, context_tokens=self._context_tokens,
                                      target_words=self.target_words, gate=gate)
+
+    async def reduce_step(self, partials: list[Partial], gate: asyncio.Semaphore,
+                          levels: int) -> tuple[list[Partial], int, Partial | None]:
+        return await reduce_partials_step(self, partials, context_tokens=self._context_tokens,
+                                          target_words=self.target_words, gate=gate, levels=levels)
 
     def dump(self, partial: Partial) -> dict[str, Any]:
         return partial.to_json()
@@ -264,6 +286,11 @@ class ExtractiveSummarizer:
     async def reduce(self, partials: list[Partial], gate: asyncio.Semaphore) -> tuple[Partial, int]:
         return await reduce_partials(self, partials, context_tokens=EXTRACTIVE_CONTEXT_TOKENS,
                                      target_words=self.target_words, gate=gate)
+
+    async def reduce_step(self, partials: list[Partial], gate: asyncio.Semaphore,
+                          levels: int) -> tuple[list[Partial], int, Partial | None]:
+        return await reduce_partials_step(self, partials, context_tokens=EXTRACTIVE_CONTEXT_TOKENS,
+                                          target_words=self.target_words, gate=gate, levels=levels)
 
     def result(self, final: Partial) -> dict[str, Any]:
         return {"summary": final.text, "pages_cited": sorted({p for _t, p in final.sentences}),

@@ -144,9 +144,11 @@ def test_make_package_builds_and_checks_the_artefacts_without_aws_credentials(tm
         assert not any(f"/{package}/" in n for n in layer.namelist() for package in ("rich", "docpipe_cli"))
     template = json.loads((build / "chalice.tf.json").read_text())
     functions = template["resource"]["aws_lambda_function"]
-    assert len(functions) == 5 and {f["runtime"] for f in functions.values()} == {f"python{pinned}"}
+    assert len(functions) == 13 and {f["runtime"] for f in functions.values()} == {f"python{pinned}"}
+    workflow = ["workflow_aggregate", "workflow_ended", "workflow_extract", "workflow_failed", "workflow_map",
+                "workflow_store", "workflow_sweep", "workflow_validate"]
     assert sorted(p.name for p in (build / "policies").iterdir()) == [
         "api_handler.json", "fail_dead_letters.json", "keep_warm.json", "process_jobs.json",
-        "start_job_from_upload.json"]
+        "start_job_from_upload.json", *(f"{name}.json" for name in workflow)]
     assert "layer-deployment.zip" in result.stdout
     assert not (checkout / ".chalice" / "deployed").exists()  # nothing was deployed

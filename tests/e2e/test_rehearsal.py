@@ -218,7 +218,10 @@ def test_lambda_holds_exactly_the_checked_build_on_the_pinned_runtime(stage, fun
 
     assert layer["Content"]["CodeSha256"] == stage.manifest["artefacts"]["layer-deployment.zip"]["sha256"]
     assert set(functions.configurations) == {"api_handler", "process_jobs", "fail_dead_letters",
-                                             "start_job_from_upload", "keep_warm"}
+                                             "start_job_from_upload", "keep_warm", "workflow_validate",
+                                             "workflow_extract", "workflow_map", "workflow_aggregate",
+                                             "workflow_store", "workflow_failed", "workflow_ended",
+                                             "workflow_sweep"}
     for configuration in functions.configurations.values():
         assert configuration["CodeSha256"] == stage.manifest["artefacts"]["deployment.zip"]["sha256"]
         assert configuration["Runtime"] == f"python{pinned}"
@@ -249,6 +252,78 @@ def test_a_job_submitted_through_the_packaged_api_succeeds_in_the_packaged_worke
     # The key came from the stage's secret, set by `make llm-key`, through Powertools Parameters.
     assert fake_llm.calls >= 1
     assert {r["headers"]["authorization"] for r in fake_llm.chat_requests} == {f"Bearer {LLM_KEY}"}
+
+
+def test_a_multi_task_job_is_handed_to_the_deployed_state_machine_and_each_stage_runs_under_its_role(
+        functions, stage, fake_llm, no_denials):
+    status, accepted = functions.api("POST", "/jobs", headers={"Content-Type": "application/json"},
+                                     body=json.dumps({"document": {"text": TEXT}, "tasks": [
+                                         {"type": "summarize", "target_words": 60},
+                                         {"type": "summarize", "target_words": 90}]}).encode())
+    assert status == 202, accepted
+    job_id = accepted["job_id"]
+    assert functions.deliver("process_jobs") == [{"batchItemFailures": []}]
+    view = job_view(functions, job_id)
+    assert view["orchestrator"] == "stepfunctions" and view["status"] == "RUNNING", view
+    execution_arn = view["execution_arn"]
+    state_machine = f"arn:aws:states:{REGION}:{stage.account}:stateMachine:docpipe-dev-workflow"
+    assert execution_arn == state_machine.replace(":stateMachine:", ":execution:") + f":{job_id}"
+    started = functions.admin_client("stepfunctions").describe_execution(executionArn=execution_arn)
+    assert json.loads(started["input"]) == {"job_id": job_id, "run": job_id}
+
+    # The emulator here does not run executions: each stage is invoked as the state machine would invoke it.
+    state = {"job_id": job_id, "run": job_id}
+    assert functions.host("workflow_validate").invoke({**state, "execution_arn": execution_arn}) == {"tasks": 2}
+    document = functions.host("workflow_extract").invoke(state)
+    for task in (0, 1):
+        for start in document["batches"]:
+            assert functions.host("workflow_map").invoke({**state, "task": task, "start": start}) == {}
+        level = 0
+        while True:
+            reduced = functions.host("workflow_aggregate").invoke({**state, "task": task, "level": level,
+                                                                   "batches": document["batches"]})
+            if reduced["done"]:
+                break
+            level = reduced["level"]
+    assert functions.host("workflow_store").invoke(state) == {"result_key": f"results/{job_id}.json"}
+    view = job_view(functions, job_id)
+    assert view["status"] == "SUCCEEDED", view
+    _, result = functions.api("GET", "/jobs/{job_id}/result", path_parameters={"job_id": job_id})
+    assert [r["task"]["target_words"] for r in result["results"]] == [60, 90]
+    assert result["usage"]["calls"] == sum(r["usage"]["calls"] for r in result["results"]) > 0
+
+    # The stack names the functions Chalice deployed, and its role may invoke them and nothing else.
+    definition = json.loads(functions.admin_client("stepfunctions").describe_state_machine(
+        stateMachineArn=state_machine)["definition"])
+    assert definition["States"]["Validate"]["Resource"] == functions.configurations["workflow_validate"]["FunctionArn"]
+
+
+def test_an_aborted_execution_fails_its_job_through_the_status_event_and_the_sweep_under_their_roles(
+        functions, stage, fake_llm, no_denials):
+    jobs = []
+    for _ in range(2):
+        body = {"document": {"text": TEXT}, "tasks": [{"type": "summarize"},
+                                                      {"type": "summarize", "target_words": 40}]}
+        status, accepted = functions.api("POST", "/jobs", headers={"Content-Type": "application/json"},
+                                         body=json.dumps(body).encode())
+        assert status == 202, accepted
+        jobs.append(accepted["job_id"])
+    functions.deliver("process_jobs")
+    machine = f"arn:aws:states:{REGION}:{stage.account}:stateMachine:docpipe-dev-workflow"
+    arns = [job_view(functions, job_id)["execution_arn"] for job_id in jobs]
+    for arn in arns:
+        functions.admin_client("stepfunctions").stop_execution(executionArn=arn, cause="operator")
+
+    event = {"version": "0", "id": "e1", "source": "aws.states", "account": stage.account, "region": REGION,
+             "detail-type": "Step Functions Execution Status Change", "time": "2026-01-01T00:00:00Z",
+             "resources": [arns[0]], "detail": {"status": "ABORTED", "stateMachineArn": machine,
+                                                "executionArn": arns[0], "input": json.dumps({"job_id": jobs[0]})}}
+    functions.host("workflow_ended").invoke(event)
+    assert job_view(functions, jobs[0])["error"]["code"] == "execution_aborted"
+    rule = f"arn:aws:events:{REGION}:{stage.account}:rule/docpipe-dev-workflow_sweep-event"
+    assert functions.host("workflow_sweep").invoke(scheduled_event(rule, stage.account))["failed"] >= 1
+    view = job_view(functions, jobs[1])
+    assert view["status"] == "FAILED" and view["error"]["code"] == "execution_aborted", view
 
 
 def test_a_pdf_posted_raw_to_the_packaged_api_is_read_by_the_packaged_worker(functions, no_denials):
@@ -444,9 +519,12 @@ def policy_problems(policy: dict[str, Any], function: str, *, stage_name: str, a
              f"arn:aws:dynamodb:{REGION}:{account}:table/docpipe-{stage_name}-jobs/index/client-created",
              f"arn:aws:dynamodb:{REGION}:{account}:table/docpipe-{stage_name}-idempotency",
              f"arn:aws:secretsmanager:{REGION}:{account}:secret:docpipe/{stage_name}/llm-??????",
+             f"arn:aws:states:{REGION}:{account}:stateMachine:docpipe-{stage_name}-workflow",
+             f"arn:aws:states:{REGION}:{account}:execution:docpipe-{stage_name}-workflow:*",
              # The stage's bus for job events: the account's default one unless the stage names its own.
              f"arn:aws:events:{REGION}:{account}:event-bus/default"}
-    prefixes = {f"arn:aws:s3:::{bucket}/{p}/*" for p in ("inputs", "results", "uploads", "incoming", "cache", "ocr")}
+    prefixes = {f"arn:aws:s3:::{bucket}/{p}/*" for p in ("inputs", "results", "uploads", "incoming", "cache", "ocr",
+                                                         "work")}
     problems, granted = [], {}
     for statement in policy["Statement"]:
         actions = [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]

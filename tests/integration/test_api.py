@@ -375,7 +375,7 @@ def test_a_body_marked_base64_that_does_not_decode_is_a_400_in_docpipes_shape(cl
 # --- the API Lambda stays light ---------------------------------------------------------------------------------------
 
 def test_importing_the_app_does_not_load_the_worker_libraries():
-    heavy = ("openai", "pypdf", "tiktoken", "jsonschema", "re2")
+    heavy = ("openai", "pypdf", "tiktoken", "jsonschema", "re2", "aws_xray_sdk")
     # find_spec first: the libraries are installed, so the check below could see them if app.py imported them.
     code = ("import importlib.util, json, sys\n"
             f"assert all(importlib.util.find_spec(m) for m in {heavy!r}), 'a worker library is not installed'\n"

@@ -253,11 +253,16 @@ def test_the_overlay_gives_chalice_the_bucket_url_and_rendered_policies_and_leav
     assert (ROOT / ".chalice" / "config.json").read_text() == before
 
 
+WORKFLOW_FUNCTIONS = ("workflow_validate", "workflow_extract", "workflow_map", "workflow_aggregate", "workflow_store",
+                      "workflow_failed", "workflow_ended", "workflow_sweep")
+
+
 @pytest.mark.parametrize("stage", ["dev", "prod"])
 def test_every_policy_template_renders_to_exact_resources_of_its_stage(stage, tmp_path):
     config = repo_config()
     written = write_policies(ROOT, config, facts(stage=stage), tmp_path)
-    assert set(written) == {"api_handler", "process_jobs", "fail_dead_letters", "start_job_from_upload", "keep_warm"}
+    assert set(written) == {"api_handler", "process_jobs", "fail_dead_letters", "start_job_from_upload", "keep_warm",
+                            *WORKFLOW_FUNCTIONS}
     other = "prod" if stage == "dev" else "dev"
     for function, path in written.items():
         text = path.read_text()
@@ -266,6 +271,18 @@ def test_every_policy_template_renders_to_exact_resources_of_its_stage(stage, tm
                      for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])}
         assert all(r == "*" or ":123456789012:" in r or r.startswith(f"arn:aws:s3:::docpipe-{stage}-123456789012")
                    for r in resources), (function, resources)
+
+
+def test_the_api_may_read_every_job_only_on_a_stage_that_serves_the_dashboard(tmp_path):
+    def api_actions(config: dict[str, Any], out: str) -> set[str]:
+        path = write_policies(ROOT, config, facts(stage="dev"), tmp_path / out)["api_handler"]
+        statements = json.loads(path.read_text())["Statement"]
+        return {a for s in statements for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
+
+    config = repo_config()
+    assert not {"dynamodb:Scan", "sqs:GetQueueAttributes"} & api_actions(config, "off")
+    config["stages"]["dev"].setdefault("environment_variables", {})["DOCPIPE_DASHBOARD"] = "true"
+    assert {"dynamodb:Scan", "sqs:GetQueueAttributes"} <= api_actions(config, "on")
 
 
 def test_a_policy_template_naming_an_unknown_value_is_refused():

@@ -12,6 +12,7 @@ import pytest
 
 from chalicelib.jobs.store import QUEUED, RUNNING, Job
 from tests.events import sqs_event_of_bodies
+from tests.support.emf import emf_values
 from tests.support.fake_openai import FakeOpenAI
 
 TEXT = "Harbour lights guided ships past the rocks. Keepers trimmed the wicks at dusk. " * 30
@@ -127,7 +128,11 @@ def closed_circuit(services):
 
 
 def test_an_llm_outage_opens_the_circuit_and_jobs_wait_instead_of_burning_deliveries(
-        client, sqs, drain_queue, monkeypatch, closed_circuit):
+        client, sqs, drain_queue, monkeypatch, closed_circuit, capsys):
+    from chalicelib.observability import metrics
+
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "false")
+    metrics.clear_metrics()  # what earlier tests added while metrics were off is never flushed
     with FakeOpenAI() as fake:
         fake.script([("status", 500)] * 200)
         # The breaker stamps its times in whole seconds: a 3 s recovery window lasts 2 to 3 s, time enough for the
@@ -150,6 +155,9 @@ def test_an_llm_outage_opens_the_circuit_and_jobs_wait_instead_of_burning_delive
         assert len(first["batchItemFailures"]) == 2 and later["batchItemFailures"] == []
         deferred = [services.jobs.get(json.loads(m["Body"])["job_id"]) for m in messages[2:]]
         assert all(j.status == RUNNING and "waits" in j.last_error["message"] for j in deferred)
+        # The gauge the circuit alarm reads: closed when the first jobs looked, open once tripped and when refused.
+        gauge = emf_values(capsys.readouterr().out, "LLMCircuitOpen")
+        assert gauge[0] == 0 and gauge[-1] == 1 and set(gauge) == {0, 1}, gauge
 
         # Recovery: the provider answers again; after the recovery window every job drains by itself. While one
         # job's call probes the half-open circuit, the others of its batch wait once more on the queue.
@@ -164,6 +172,8 @@ def test_an_llm_outage_opens_the_circuit_and_jobs_wait_instead_of_burning_delive
                 break
             redelivered = receive(sqs, drain_queue, wait=4)
     assert [services.jobs.get(j).status for j in jobs] == ["SUCCEEDED"] * 4
+    # The probe's success closed it: the last value this worker reported is 0.
+    assert emf_values(capsys.readouterr().out, "LLMCircuitOpen")[-1] == 0
 
 
 # --- the local dispatcher --------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import pytest
 
 from tests.events import sqs_event_of_bodies
 from tests.support.corpus import CORPUS_FAILURES, corpus_file, corpus_manifest
+from tests.support.emf import emf_values
 from tests.support.pdfs import make_pdf
 from tests.support.taskflow import (
     API_KEY,
@@ -498,13 +499,22 @@ def test_a_dead_letter_fails_its_running_job_with_the_last_error(client, sqs, dr
     assert job["error"] == running["last_error"]
 
 
-def test_a_dead_letter_of_a_job_whose_worker_always_died_fails_it_as_delivery_exhausted(client, services):
+def test_a_dead_letter_of_a_job_whose_worker_always_died_fails_it_as_delivery_exhausted(client, services,
+                                                                                       monkeypatch, capsys):
+    from chalicelib.observability import metrics
+
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "false")
     job_id = submit(client, {"text": PAGES[0]})
     assert services.jobs.claim(job_id, 0.01)  # a worker took it and never came back; no error was recorded
+    metrics.clear_metrics()  # what earlier tests added while metrics were off is never flushed
+    capsys.readouterr()
 
     dead_letter(client, json.dumps({"job_id": job_id}))
+    dead_letter(client, json.dumps({"job_id": job_id}))  # a second copy: the job is already failed
 
     assert_failed(get_job(client, job_id), "delivery_exhausted")
+    # Counted once by the failure-rate alarm, like the worker's failures.
+    assert emf_values(capsys.readouterr().out, "JobsFailed") == [1]
 
 
 def test_a_dead_letter_of_a_succeeded_job_leaves_it_succeeded(client, sqs, drain_queue):

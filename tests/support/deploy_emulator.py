@@ -217,6 +217,7 @@ def _patch_iam(denials_path: str) -> None:
     from moto.iam import access_control
     from moto.secretsmanager.responses import SecretsManagerResponse
     from moto.sqs.responses import SQSResponse
+    from moto.stepfunctions.responses import StepFunctionResponse
 
     def table_arn(self: Any) -> str:
         body = getattr(self, "body", None) or {}
@@ -233,6 +234,9 @@ def _patch_iam(denials_path: str) -> None:
         secret = self.backend.secrets.get(secret_id)  # by name or ARN
         return secret.arn if secret is not None else "*"
 
+    def state_machine_arn(self: Any) -> str:
+        # StartExecution names its state machine; an execution's calls name the execution.
+        return self._get_param("stateMachineArn") or self._get_param("executionArn") or "*"
     def bus_arn(self: Any) -> str:
         buses = {entry.get("EventBusName") or "default" for entry in self._get_param("Entries") or []}
         if len(buses) != 1:
@@ -248,6 +252,7 @@ def _patch_iam(denials_path: str) -> None:
     SQSResponse._get_queue_name = queue_name
     DynamoHandler._determine_resource = table_arn
     SecretsManagerResponse._determine_resource = secret_arn
+    StepFunctionResponse._determine_resource = state_machine_arn
     EventsHandler._determine_resource = bus_arn
     access_control.IAMPolicyStatement._match = staticmethod(_iam_glob)
 

@@ -86,7 +86,8 @@ def test_the_dead_letter_queue_hides_a_message_for_its_own_consumers_timeout():
 def test_every_function_of_the_app_has_a_log_group_with_retention_and_a_policy_in_every_deployed_stage():
     from app import app
 
-    functions = {"api_handler"} | {source.name for source in app.event_sources} | set(app.pure_lambda_functions)
+    functions = {"api_handler"} | {source.name for source in app.event_sources}
+    functions |= {function.name for function in app.pure_lambda_functions}
     lambda_names = {"docpipe-${Stage}" if f == "api_handler" else f"docpipe-${{Stage}}-{f}" for f in functions}
     groups = resources_of_type("AWS::Logs::LogGroup").values()
     assert {g["Properties"]["LogGroupName"]["Fn::Sub"] for g in groups} == {f"/aws/lambda/{n}" for n in lambda_names}
