@@ -68,7 +68,8 @@ class Emulator:
         self._log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self._log_path, "ab")
         env = {**os.environ, **DUMMY_CREDENTIALS, "MOTO_PORT": str(self.port)}
-        command = [sys.executable, "-m", "moto.server"]
+        # moto's server, with DynamoDB's conditional writes as atomic as on AWS (devstack/motoserver.py).
+        command = [sys.executable, "-m", "devstack.motoserver"]
         if self.invoke_url:
             command = [sys.executable, "-m", "devstack.lambdas", "--invoke-url", self.invoke_url]
         self._process = subprocess.Popen([*command, "-H", "127.0.0.1", "-p", str(self.port)],

@@ -53,6 +53,9 @@ def main(argv: list[str]) -> None:
     LambdaSimpleBackend.invoke = invoke  # type: ignore[method-assign]
     from moto.server import main as serve
 
+    from devstack.motoserver import make_dynamodb_atomic
+
+    make_dynamodb_atomic()
     serve(server_args)
 
 

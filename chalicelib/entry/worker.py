@@ -45,11 +45,11 @@ def handle_job_batch(event: dict[str, Any], context: Any, services: Services) ->
         threads = ThreadPoolExecutor(max_workers=max(1, len(records)), thread_name_prefix="job")
 
         async def record_handler(record: Any) -> None:
-            batch.started(record.receipt_handle)
+            held = batch.started(record.receipt_handle)
             # A copy of the invocation's context per record (its function name, its trace): the record's job id is
             # then a key of its own log lines, and of no other record's.
             await asyncio.get_running_loop().run_in_executor(threads, contextvars.copy_context().run,
-                                                             handle_job_record, record, context, services)
+                                                             handle_job_record, record, context, services, held)
 
         # A batch that failed whole is still answered, not raised: it is an expected case.
         processor = AsyncBatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
@@ -61,7 +61,8 @@ def handle_job_batch(event: dict[str, Any], context: Any, services: Services) ->
             services.llm.settle()
 
 
-def handle_job_record(record: Any, context: Any, services: Services) -> None:
+def handle_job_record(record: Any, context: Any, services: Services, held: bool = False) -> None:
+    """One record. ``held``: the batch's heartbeat has just hidden its message, so its own first beat can wait."""
     delivery = Delivery.of(record)
     if delivery.job_id is None:
         # Not a docpipe job: no retry can fix it, so it is logged and dropped instead of cycling into the DLQ.
@@ -70,15 +71,15 @@ def handle_job_record(record: Any, context: Any, services: Services) -> None:
         metrics.add_metric(name="RejectedMessages", unit="Count", value=1)
         return
     with job_context(delivery.job_id):
-        _handle_delivery(delivery.job_id, delivery, context, services)
+        _handle_delivery(delivery.job_id, delivery, context, services, held)
 
 
-def _handle_delivery(job_id: str, delivery: Delivery, context: Any, services: Services) -> None:
+def _handle_delivery(job_id: str, delivery: Delivery, context: Any, services: Services, held: bool) -> None:
     lifecycle = services.lifecycle
     deadline = time.monotonic() + context.get_remaining_time_in_millis() / 1000 if context else None
     attempt: Attempt | None = None
     try:
-        with Heartbeat(lifecycle, delivery, interval=services.settings.heartbeat_seconds) as heartbeat:
+        with Heartbeat(lifecycle, delivery, interval=services.settings.heartbeat_seconds, held=held) as heartbeat:
             # The stage's LLM key, from its secret on AWS (cached across invocations; a rotated key arrives within
             # DOCPIPE_LLM_SECRET_MAX_AGE_SECONDS).
             services.llm.refresh()

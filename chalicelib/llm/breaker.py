@@ -17,6 +17,7 @@ leaves no "Future exception was never retrieved" behind.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import cache
@@ -30,6 +31,9 @@ CIRCUIT_NAME = "docpipe-llm"
 # How long a worker trusts its last read of the shared state. Each re-read makes every call in flight read DynamoDB
 # at once; a worker's own failures still count at once, and others' are seen within this many seconds.
 STATE_CACHE_SECONDS = 5
+# ``functools.cache`` does not serialise a first call: the records of a cold worker's first batch would each build a
+# breaker, and a trip recorded in one's state cache would go unseen by the others for STATE_CACHE_SECONDS.
+_GUARD_LOCK = threading.Lock()
 
 
 @cache
@@ -67,7 +71,8 @@ class CircuitGuard:
 
     def __init__(self, *, dynamodb: Any, table_name: str, failure_threshold: int, recovery_seconds: int,
                  concurrency: int) -> None:
-        self._guarded, self._persistence = _guard(dynamodb, table_name, failure_threshold, recovery_seconds)
+        with _GUARD_LOCK:
+            self._guarded, self._persistence = _guard(dynamodb, table_name, failure_threshold, recovery_seconds)
         # Twice the attempts at once: a finished attempt's thread may still be recording its success.
         self._threads = ThreadPoolExecutor(max_workers=2 * concurrency, thread_name_prefix="llm-breaker")
         self._in_flight = 0

@@ -135,7 +135,9 @@ def test_an_llm_outage_opens_the_circuit_and_jobs_wait_instead_of_burning_delive
     metrics.clear_metrics()  # what earlier tests added while metrics were off is never flushed
     with FakeOpenAI() as fake:
         fake.script([("status", 500)] * 200)
-        use_llm(monkeypatch, fake, DOCPIPE_BREAKER_FAILURES="2", DOCPIPE_BREAKER_RECOVERY_SECONDS="2",
+        # The breaker stamps its times in whole seconds: a 3 s recovery window lasts 2 to 3 s, time enough for the
+        # second batch, sent right after the first, to find the circuit still open on a busy machine.
+        use_llm(monkeypatch, fake, DOCPIPE_BREAKER_FAILURES="2", DOCPIPE_BREAKER_RECOVERY_SECONDS="3",
                 DOCPIPE_LLM_MAX_ATTEMPTS="1", DOCPIPE_LLM_CONCURRENCY="1", DOCPIPE_RETRY_BACKOFF_SECONDS="1")
         from chalicelib.bootstrap import get_services
 
@@ -160,7 +162,7 @@ def test_an_llm_outage_opens_the_circuit_and_jobs_wait_instead_of_burning_delive
         # Recovery: the provider answers again; after the recovery window every job drains by itself. While one
         # job's call probes the half-open circuit, the others of its batch wait once more on the queue.
         fake.reset()
-        time.sleep(2.2)
+        time.sleep(3.2)
         redelivered = receive(sqs, drain_queue, wait=2)
         assert sorted(json.loads(m["Body"])["job_id"] for m in redelivered) == sorted(jobs)
         for _round in range(4):

@@ -15,7 +15,19 @@ from typing import Any
 import pytest
 
 from chalicelib.errors import JobFailure, ServiceUnavailable
-from chalicelib.jobs import FAILED, QUEUED, RUNNING, SUCCEEDED, Delivery, Heartbeat, Job, JobEvents, Lifecycle, Message
+from chalicelib.jobs import (
+    FAILED,
+    QUEUED,
+    RUNNING,
+    SUCCEEDED,
+    BatchHeartbeat,
+    Delivery,
+    Heartbeat,
+    Job,
+    JobEvents,
+    Lifecycle,
+    Message,
+)
 from chalicelib.llm import Usage
 
 NOW = 1_800_000_000.0
@@ -259,6 +271,32 @@ def test_the_heartbeat_holds_the_message_at_once_and_a_claimed_lease_before_its_
 
     first_hold = order.index("hold")
     assert set(order[:first_hold]) == {"hide"} and order[first_hold + 1] == "hide"
+
+
+def test_a_batch_is_held_by_one_beat_for_all_its_records_and_a_record_it_held_skips_its_own_first_beat():
+    hidden: list[str] = []
+    together = threading.Barrier(3, timeout=5)
+
+    class Recorder:
+        def hide(self, delivery: Delivery, seconds: int) -> None:
+            together.wait()  # every message of the batch is being hidden at the same time, or this times out
+            hidden.append(delivery.receipt_handle)
+
+    deliveries = [Delivery(f"{n}" * 32, message_id=f"m{n}", receipt_handle=f"r{n}", queue_name="q") for n in range(3)]
+    with BatchHeartbeat(Recorder(), deliveries, interval=60) as batch:  # type: ignore[arg-type]
+        assert sorted(hidden) == ["r0", "r1", "r2"]
+        assert batch.started("r0") is True and batch.started("r0") is False
+
+    class Counter:
+        hides = 0
+
+        def hide(self, delivery: Delivery, seconds: int) -> None:
+            Counter.hides += 1
+
+    with Heartbeat(Counter(), deliveries[0], interval=60, held=True):  # type: ignore[arg-type]
+        assert Counter.hides == 0  # the batch's beat holds it for LEASE_BEATS intervals; its own comes in one
+    with Heartbeat(Counter(), deliveries[1], interval=60):  # type: ignore[arg-type]
+        assert Counter.hides == 1
 
 
 # --- job events -------------------------------------------------------------------------------------------------

@@ -496,3 +496,42 @@ def test_limits_come_from_the_environment_and_are_unlimited_when_unset():
     assert load_settings({"DOCPIPE_LLM_MAX_IN_FLIGHT": "0"}).llm_max_in_flight is None
     with pytest.raises(ConfigError, match="DOCPIPE_LLM_RPM"):
         load_settings({"DOCPIPE_LLM_RPM": "0"})
+
+
+def test_the_records_of_a_cold_worker_share_one_circuit_breaker_and_so_one_view_of_its_state(monkeypatch):
+    import threading
+    import time
+
+    from aws_lambda_powertools.utilities.circuit_breaker.persistence import dynamodb
+
+    from chalicelib.llm import breaker
+
+    # A slow first build (a cold import, a client being made) leaves every record of the batch inside it at once.
+    build = dynamodb.CircuitBreakerDynamoDBPersistence.__init__
+
+    def slow_build(self, *args, **kwargs):
+        time.sleep(0.2)
+        build(self, *args, **kwargs)
+
+    monkeypatch.setattr(dynamodb.CircuitBreakerDynamoDBPersistence, "__init__", slow_build)
+    breaker._guard.cache_clear()
+    client = object()  # never called: no record is made to run
+    together = threading.Barrier(3)
+    guards: list[breaker.CircuitGuard] = []
+
+    def record() -> None:
+        together.wait()
+        guards.append(breaker.CircuitGuard(dynamodb=client, table_name="t", failure_threshold=2, recovery_seconds=2,
+                                           concurrency=1))
+
+    threads = [threading.Thread(target=record) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    breaker._guard.cache_clear()
+    for guard in guards:
+        guard.close()
+
+    # One state cache for all: a trip one record's call recorded is what the next call of any record reads.
+    assert len(guards) == 3 and len({id(guard._persistence) for guard in guards}) == 1
