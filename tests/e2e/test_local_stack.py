@@ -16,6 +16,7 @@ from devstack.emulator import PortInUse, free_port
 from devstack.http import request as http
 from devstack.stack import LOCAL_DIR, LocalStack
 from tests.support.fake_openai import FakeOpenAI
+from tests.support.jobwait import wait_for
 from tests.support.pdfs import make_pdf
 
 pytestmark = pytest.mark.e2e
@@ -25,18 +26,6 @@ PAGES = [
     "Keepers trimmed the wick and polished the lens every evening. The clockwork was wound by hand at night.",
     "Automation arrived with electric lamps. The last keepers left their stations late in the last century.",
 ]
-
-
-def wait_for(stack: LocalStack, job_id: str, timeout: float = 90) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        status, job = http("GET", f"{stack.api_url}/jobs/{job_id}")
-        assert status == 200, job
-        if job["status"] in ("SUCCEEDED", "FAILED"):
-            return job
-        if time.monotonic() > deadline:
-            raise AssertionError(f"job {job_id} still {job['status']} after {timeout} s: {job}")
-        time.sleep(0.2)
 
 
 # Two local API keys, as DOCPIPE_API_KEYS configures them for make serve; requests without a key act as "local".
