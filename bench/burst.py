@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import os
-import random
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -26,15 +25,8 @@ from devstack.emulator import free_port
 from devstack.http import request
 from devstack.stack import LOCAL_DIR, LocalStack
 from tests.support.fake_openai import FakeOpenAI
+from tests.support.faults import document as fault_document
 
-SENTENCES = [
-    "The harbour light was built after a winter of wrecks on the northern reef.",
-    "Keepers trimmed the wick, filled the oil and polished the lens before dusk.",
-    "A falling weight turned the lens, and the keeper wound it every few hours.",
-    "Fog brought the horn, which sounded for as long as the fog lasted.",
-    "Relief boats came every fortnight, but storms could delay them for a month.",
-    "Electric lamps and automatic changers ended the keeper's watch at night.",
-]
 PAGES_PER_JOB = 8
 LATENCY = 0.5
 POLL_SECONDS = 0.2
@@ -60,9 +52,7 @@ CASES = [
 
 
 def document(index: int, pages: int = PAGES_PER_JOB) -> str:
-    rng = random.Random(index)
-    return "\f".join(" ".join(rng.sample(SENTENCES, len(SENTENCES))) + f" Record {index}-{page}."
-                     for page in range(pages))
+    return fault_document(index, pages)  # the fault suites' text: distinct per job, about a chunk a page
 
 
 def run() -> str:

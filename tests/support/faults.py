@@ -49,11 +49,11 @@ STACK_ENV = {
 }
 
 
-def document(index: int) -> str:
-    """About 3 chunks of text, different for every job so no two jobs share work."""
+def document(index: int, pages: int = 3) -> str:
+    """About a chunk a page, different for every job so no two jobs share work."""
     rng = random.Random(index)
     return "\f".join(" ".join(rng.sample(SENTENCES, len(SENTENCES))) + f" Record {index}-{page}."
-                     for page in range(3))
+                     for page in range(pages))
 
 
 @dataclass
