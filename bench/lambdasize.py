@@ -414,7 +414,7 @@ def _configured_sizes() -> dict[str, dict[str, int]]:
 
 
 def run() -> str:
-    from bench.mapreduce import _FakeProvider
+    from bench.mapreduce import FakeProvider
     from devstack.emulator import Emulator, free_port
     from devstack.resources import provision
 
@@ -425,7 +425,7 @@ def run() -> str:
     try:
         _pin(emulator.pid, {1})
         provision(emulator.url, stage=STAGE, bucket=BUCKET, s3_notifications=[], visibility_timeout=900)
-        with _FakeProvider(LATENCY_SECONDS) as fake:
+        with FakeProvider(LATENCY_SECONDS) as fake:
             assert fake._process.pid is not None  # started by its context manager
             _pin(fake._process.pid, {1})
             measured = _measure_all(_environment(emulator.url, fake.base_url), logs)

@@ -83,17 +83,22 @@ def _serve(conn: Any, latency: float) -> None:
                 fake.reset()
                 conn.send(None)
             else:
-                conn.send((fake.calls, sum(1 for r in fake.chat_requests if _is_map_request(r))))
+                requests = fake.chat_requests
+                times = [r["time"] for r in requests]
+                conn.send({"calls": fake.calls, "requests": len(requests),
+                           "maps": sum(1 for r in requests if _is_map_request(r)),
+                           # first request's start to last answer's end: the LLM phase as the provider saw it
+                           "llm_seconds": (max(times) + latency - min(times)) if times else 0.0})
     conn.send(None)
 
 
-class _FakeProvider:
+class FakeProvider:
     """The fake OpenAI server in its own process, as a provider is on its own machine: its CPU is not the client's."""
 
     def __init__(self, latency: float) -> None:
         self._latency = latency
 
-    def __enter__(self) -> _FakeProvider:
+    def __enter__(self) -> FakeProvider:
         context = multiprocessing.get_context("spawn")
         self._conn, child = context.Pipe()
         self._process = context.Process(target=_serve, args=(child, self._latency), daemon=True)
@@ -108,8 +113,9 @@ class _FakeProvider:
     def reset(self) -> None:
         self._ask("reset")
 
-    def counts(self) -> tuple[int, int]:
-        """(chat requests, map requests) since the last reset."""
+    def counts(self) -> dict[str, Any]:
+        """Since the last reset: ``calls`` answered or failed, chat ``requests``, ``maps`` among them, and
+        ``llm_seconds`` from the first request to the last answer."""
         return self._ask("counts")
 
     def __exit__(self, *exc: object) -> None:
@@ -175,7 +181,8 @@ def _docpipe(name: str, fake: Any, data: bytes, declared: str, *, concurrency: i
     result = services.documents.get_result(services.jobs.get(job_id).result_key)
     timings = result["timings"]
     extraction = timings["extract_seconds"] + timings["chunk_seconds"]
-    calls, maps = fake.counts()
+    counts = fake.counts()
+    calls, maps = counts["calls"], counts["maps"]
     # From the chunks to the final answer: cache lookup, budget, map and reduce (the job adds its bookkeeping).
     return Row(name, concurrency, maps, result["reduce_levels"], calls,
                map_reduce_seconds=timings["total_seconds"] - extraction, extraction_seconds=extraction,
@@ -214,7 +221,7 @@ def _langchain(name: str, fake: Any, chunks: list[Any], *, concurrency: int | No
     else:
         asyncio.run(chain.ainvoke({"input_documents": documents}))
     seconds = time.monotonic() - started
-    calls, _maps = fake.counts()
+    calls = fake.counts()["calls"]
     # One map call per document; the rest is the reduce: one call, unless collapse steps (each a level) were needed.
     return Row(name, concurrency or 1, len(chunks), calls - len(chunks), calls, seconds)
 
@@ -225,7 +232,7 @@ def _median(rows: list[Row]) -> Row:
 
 def run() -> str:
     data, declared, description = _document()
-    with _Stack(), _FakeProvider(LATENCY_SECONDS) as fake:
+    with _Stack(), FakeProvider(LATENCY_SECONDS) as fake:
         from chalicelib.observability import logger
 
         logger.setLevel("WARNING")  # the job's INFO lines would bury the table

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import json
 import math
-import multiprocessing
 import statistics
 import time
 from typing import Any
 
 from bench.documents import book_pdf
+from bench.mapreduce import FakeProvider
 
 LATENCY_SECONDS = 0.5
 CONCURRENCY = 16
@@ -27,32 +27,14 @@ USD_PER_TRANSITION = 0.000025
 USD_PER_GB_SECOND = 0.0000133334
 
 
-def _serve(conn: Any, latency: float) -> None:
-    from tests.support.fake_openai import FakeOpenAI
-
-    with FakeOpenAI() as fake:
-        fake.latency = latency
-        conn.send(fake.base_url)
-        while (command := conn.recv()) != "stop":
-            if command == "reset":
-                fake.reset()
-                conn.send(None)
-            else:
-                requests = fake.chat_requests
-                times = [r["time"] for r in requests]
-                maps = sum(1 for r in requests if r["json"]["messages"][-1]["content"].startswith("<document"))
-                conn.send((len(requests), maps, (max(times) + latency - min(times)) if times else 0.0))
-    conn.send(None)
-
-
-def _run_path(base_url: str, conn: Any, *, workflow: bool) -> list[dict[str, Any]]:
+def _run_path(fake: FakeProvider, *, workflow: bool) -> list[dict[str, Any]]:
     import boto3
 
     from devstack.emulator import free_port
     from devstack.http import request as http
     from devstack.stack import LOCAL_DIR, LocalStack
 
-    env = {"OPENAI_BASE_URL": base_url, "OPENAI_API_KEY": "sk-bench", "DOCPIPE_LLM_CONCURRENCY": str(CONCURRENCY),
+    env = {"OPENAI_BASE_URL": fake.base_url, "OPENAI_API_KEY": "sk-bench", "DOCPIPE_LLM_CONCURRENCY": str(CONCURRENCY),
            "DOCPIPE_MAP_CACHE": "false", "POWERTOOLS_LOG_LEVEL": "WARNING",
            "DOCPIPE_STEP_FUNCTIONS_MIN_CHUNKS": "1" if workflow else "1000000"}
     rows = []
@@ -63,8 +45,7 @@ def _run_path(base_url: str, conn: Any, *, workflow: bool) -> list[dict[str, Any
         s3, sfn = boto3.client("s3", **aws), boto3.client("stepfunctions", **aws)
         s3.put_object(Bucket="docpipe-local-documents", Key="uploads/local/book.pdf", Body=book_pdf())
         for _ in range(REPEATS):
-            conn.send("reset")
-            conn.recv()
+            fake.reset()
             started = time.monotonic()
             _, job = http("POST", f"{stack.api_url}/jobs", json.dumps({
                 "document": {"s3_key": "uploads/book.pdf"}, "task": {"type": "summarize"}}).encode(),
@@ -77,8 +58,8 @@ def _run_path(base_url: str, conn: Any, *, workflow: bool) -> list[dict[str, Any
             seconds = time.monotonic() - started
             if view["status"] != "SUCCEEDED":
                 raise RuntimeError(f"the bench job failed: {view.get('error')}")
-            conn.send("counts")
-            calls, maps, llm_seconds = conn.recv()
+            counts = fake.counts()
+            calls, maps, llm_seconds = counts["requests"], counts["maps"], counts["llm_seconds"]
             _, result = http("GET", f"{stack.api_url}/jobs/{job['job_id']}/result")
             row = {"calls": calls, "maps": maps, "levels": result["reduce_levels"], "llm_seconds": llm_seconds,
                    "job_seconds": seconds, "chunks": result["document"]["chunks"]}
@@ -112,17 +93,9 @@ def _execution_costs(sfn: Any, execution_arn: str) -> dict[str, Any]:
 
 
 def run() -> str:
-    context = multiprocessing.get_context("spawn")
-    conn, child = context.Pipe()
-    provider = context.Process(target=_serve, args=(child, LATENCY_SECONDS), daemon=True)
-    provider.start()
-    base_url = conn.recv()
-    try:
-        paths = {"queue (one worker invocation)": _run_path(base_url, conn, workflow=False),
-                 "Step Functions workflow": _run_path(base_url, conn, workflow=True)}
-    finally:
-        conn.send("stop")
-        provider.join(timeout=10)
+    with FakeProvider(LATENCY_SECONDS) as fake:
+        paths = {"queue (one worker invocation)": _run_path(fake, workflow=False),
+                 "Step Functions workflow": _run_path(fake, workflow=True)}
     lines = [f"Generated book, summarize, fake provider at {LATENCY_SECONDS} s per call, C = {CONCURRENCY}; medians of "
              f"{REPEATS} runs on a shared 2-core machine.", "",
              "| path | chunks | map calls | reduce levels | LLM phase | physical limit | ratio | job latency |",
