@@ -205,12 +205,13 @@ def _langchain(name: str, fake: Any, chunks: list[Any], *, concurrency: int | No
     from langchain_classic.chains.summarize import load_summarize_chain
     from langchain_core.documents import Document
     from langchain_openai import ChatOpenAI
+    from pydantic import SecretStr
 
     options: dict[str, Any] = {}
     if concurrency is not None:
         # At most C connections: the provider's limit, the same one docpipe is held to.
         options["http_async_client"] = httpx2.AsyncClient(limits=httpx2.Limits(max_connections=concurrency))
-    llm = ChatOpenAI(model=MODEL, base_url=fake.base_url, api_key="sk-bench", temperature=0, max_retries=0,
+    llm = ChatOpenAI(model=MODEL, base_url=fake.base_url, api_key=SecretStr("sk-bench"), temperature=0, max_retries=0,
                      **options)
     chain = load_summarize_chain(llm, chain_type="map_reduce")
     documents = [Document(page_content=c.text) for c in chunks]
