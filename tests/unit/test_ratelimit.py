@@ -108,6 +108,33 @@ def test_a_one_chunk_job_goes_next_whatever_a_large_job_has_waiting():
     assert next_up[0] is small
 
 
+def test_a_jobs_reduce_and_a_started_jobs_last_maps_go_before_other_jobs_maps():
+    clock = FakeClock()
+    gate = Admission(requests_per_minute=None, tokens_per_minute=None, shared=True, now=clock())
+    gate.share(Allowance(2, 2, 1.0), clock())  # two units of the deployment's limit
+    first = [Ticket("first", 0) for _ in range(3)]
+    later = [Ticket("later", 0) for _ in range(8)]
+    for ticket in first + later:
+        gate.add(ticket)
+    admitted, _ = gate.admit(clock())
+    assert [t.job for t in admitted] == ["first", "first"]
+
+    gate.done(admitted[0], throttled=False, now=clock())
+    next_up, _ = gate.admit(clock())
+    assert next_up == [first[2]]  # two calls left against eight: the first job finishes before the next starts
+    gate.done(admitted[1], throttled=False, now=clock())
+    gate.done(next_up[0], throttled=False, now=clock())
+    maps, _ = gate.admit(clock())
+    assert [t.job for t in maps] == ["later", "later"]
+    reduce = Ticket("first", 0)
+    gate.add(reduce)
+
+    gate.done(maps[0], throttled=False, now=clock())
+    after, _ = gate.admit(clock())
+
+    assert after == [reduce]
+
+
 def test_a_pause_holds_back_every_call_until_it_ends():
     clock = FakeClock()
     gate = admission(clock)
