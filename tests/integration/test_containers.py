@@ -138,3 +138,42 @@ def test_the_dispatcher_runs_as_many_batches_at_once_as_the_mappings_maximum_con
 
     assert sorted(seen) == [f"m{n}" for n in range(9)] and not together.broken
     assert running["most"] == 3 and set(invoked) == {"consumer"}
+
+
+def test_the_dispatcher_gathers_a_batch_for_the_mappings_batching_window_as_lambdas_poller_does(sqs):
+    from chalice.app import SQSEventConfig
+
+    from devstack.dispatcher import Dispatcher
+
+    name = f"window-{uuid.uuid4().hex[:8]}"
+    url = sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": "30"})["QueueUrl"]
+    batches: list[list[str]] = []
+    done = threading.Event()
+
+    def runner(function_name, event):
+        batches.append([r["body"] for r in event["Records"]])
+        if sum(map(len, batches)) >= 3:
+            done.set()
+        return {"batchItemFailures": []}
+
+    # A window far longer than the test needs: the batch is handed over as soon as it holds batch_size messages.
+    app = types.SimpleNamespace(event_sources=[SQSEventConfig(
+        name="consumer", handler_string="app.consumer", queue=name, queue_arn=None, batch_size=3,
+        maximum_batching_window_in_seconds=60, maximum_concurrency=2)])
+    dispatcher = Dispatcher(app, {}, sqs, function_settings={}, s3_events_queue="unused", runner=runner)
+    sqs.send_message(QueueUrl=url, MessageBody="m0")
+    dispatcher.start()
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and sqs.get_queue_attributes(
+                QueueUrl=url, AttributeNames=["ApproximateNumberOfMessagesNotVisible"]
+        )["Attributes"]["ApproximateNumberOfMessagesNotVisible"] != "1":
+            time.sleep(0.05)
+        assert not batches  # the first message is received, and its batch waits for more
+        sqs.send_message(QueueUrl=url, MessageBody="m1")
+        sqs.send_message(QueueUrl=url, MessageBody="m2")
+        assert done.wait(30)
+    finally:
+        dispatcher.stop()
+
+    assert batches == [["m0", "m1", "m2"]]
