@@ -1,11 +1,12 @@
 """What Lambda's event sources do on AWS, done for the local stack, as concurrently as Lambda does it.
 
 ``chalice local`` serves routes only; nothing would ever call the app's SQS, S3 or schedule handlers. These
-threads do what the AWS services do: long-poll each queue and hand batches to its handler in Lambda's event shape,
-each gathered for up to the mapping's ``maximum_batching_window_in_seconds`` until it holds ``batch_size``
-messages, up to the mapping's ``maximum_concurrency`` batches at once (delete what succeeded, honour ``batchItemFailures``,
-leave failures to the visibility timeout and the redrive policy); turn each S3 notification into an invocation of
-its own, all at once (retrying a failing handler twice, as Lambda's async invoke does); and fire each schedule.
+threads do what the AWS services do: long-poll each queue and hand batches to its handler in Lambda's event shape
+(each gathered until it holds ``batch_size`` messages or the mapping's ``maximum_batching_window_in_seconds`` has
+passed), up to the mapping's ``maximum_concurrency`` batches at once (delete what succeeded, honour
+``batchItemFailures``, leave failures to the visibility timeout and the redrive policy); turn each S3 notification
+into an invocation of its own, all at once (retrying a failing handler twice, as Lambda's async invoke does); and
+fire each schedule.
 
 Everything that runs a function of the app goes through one entry point, ``Dispatcher.invoke(function_name, event)``
 (the state machine's Lambda tasks too). It hands the invocation to ``runner``: in the local stack a

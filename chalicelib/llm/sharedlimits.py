@@ -128,6 +128,7 @@ class _Local:
     demand: Demand = Demand()
     units: int = 0
     target: int | None = None
+    claimed: int = 0  # the demand ``target`` was decided for: a larger one may deserve a larger share
     idle_since: float | None = None
     last_sync: float = 0.0
     last_write: float = 0.0
@@ -175,8 +176,8 @@ class SharedLimits:
             else:
                 local.idle_since = None
                 local.settled.clear()
-            below = local.target is None or local.units < local.target
-            if (demand.calls > local.units and below and before.calls <= local.units) or \
+            asks = min(self.capacity, demand.calls) > local.claimed >= min(self.capacity, before.calls)
+            if (demand.calls > local.units and self._may_grow() and (before.calls <= local.units or asks)) or \
                     (local.target is not None and local.units > max(local.target, demand.busy)):
                 local.urgent = True
             if demand != before:
@@ -219,6 +220,7 @@ class SharedLimits:
             allowance = self._fall_back(exc, demand)
         with self._lock:
             local.units = allowance.units
+            local.claimed = min(self.capacity, demand.calls)
             local.last_sync = now
             if allowance.units == 0 and local.demand.calls == 0:
                 local.settled.set()
@@ -289,9 +291,15 @@ class SharedLimits:
             return (local.idle_since or local.last_sync) + LINGER_SECONDS
         if self._failing_since is not None:
             return local.last_sync + RETRY_SECONDS
-        below = local.target is None or local.units < local.target
-        poll = STARVED_POLL_SECONDS if local.demand.calls > local.units and below else HOLDER_POLL_SECONDS
+        poll = STARVED_POLL_SECONDS if local.demand.calls > local.units and self._may_grow() else HOLDER_POLL_SECONDS
         return local.last_sync + min(poll, RENEW_SECONDS)
+
+    def _may_grow(self) -> bool:
+        """(Lock held.) Whether more units may come: below the share, or asking for more than the share was decided
+        for (a worker whose first job wanted 8 units got a share of 8, and its next jobs want more)."""
+        local = self._local
+        return local.target is None or local.units < local.target or \
+            min(self.capacity, local.demand.calls) > local.claimed
 
     def _run(self) -> None:
         while True:

@@ -231,6 +231,20 @@ def test_workers_sharing_an_item_never_hold_more_than_the_capacity_together():
     assert sorted(a.units for a in allowances) == [3, 3, 3, 3, 4]
 
 
+def test_a_worker_whose_share_was_decided_for_fewer_calls_asks_again_at_once_when_its_next_jobs_arrive():
+    items = MemoryItems()
+    worker = SharedLimits(items, "pool", capacity=16, fallback_units=2, owner="w")
+    worker.want(Demand(waiting=8, jobs=1))
+    assert worker.sync().units == 8  # the whole provider was free, and the first job wanted 8
+
+    worker.want(Demand(waiting=1, busy=7, jobs=1))  # a call of the same job ends: nothing to ask
+    assert not worker._local.urgent
+    worker.want(Demand(waiting=33, busy=7, jobs=5))  # four more jobs: its share of 8 was decided for one
+
+    assert worker._local.urgent and worker._next_due() is not None
+    assert worker.sync().units == 16
+
+
 def test_without_dynamodb_a_worker_keeps_to_its_fallback_share():
     class Unreachable(MemoryItems):
         def read(self, key):
