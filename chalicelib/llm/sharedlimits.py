@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from chalicelib.aws.versioned import VersionedItems
+from chalicelib.aws.versioned import Versioned, VersionedItems
 from chalicelib.llm.fairshare import Claim, fair_shares
 from chalicelib.observability import logger
 
@@ -160,6 +160,7 @@ class SharedLimits:
         self._thread: threading.Thread | None = None
         self._stopped = False
         self._failing_since: float | None = None
+        self._seen: Versioned | None = None  # the item as this worker last read or wrote it
 
     def subscribe(self, listener: Callable[[Allowance], None]) -> None:
         self._listeners.append(listener)
@@ -213,9 +214,9 @@ class SharedLimits:
                 demand = Demand(busy=local.units, jobs=1)  # kept a moment for the job's next call (map, reduce)
             pause = local.pause_until
             renew = now - local.last_write > RENEW_SECONDS
-            local.urgent = False
+            urgent, local.urgent = local.urgent, False
         try:
-            allowance = self._decide(demand, now, renew, pause)
+            allowance = self._decide(demand, now, renew, pause, urgent)
         except Exception as exc:  # DynamoDB unreachable or throttled: work on alone, politely, and retry
             allowance = self._fall_back(exc, demand)
         with self._lock:
@@ -228,15 +229,22 @@ class SharedLimits:
             listener(allowance)
         return allowance
 
-    def _decide(self, demand: Demand, now: float, renew: bool, pause: float) -> Allowance:
-        current = self._items.read(self.key)
+    def _decide(self, demand: Demand, now: float, renew: bool, pause: float, urgent: bool = False) -> Allowance:
+        # A change of this worker's own (more units wanted, units to give back) is written onto the item as last seen,
+        # without reading it first: a refused write returns the item as it is now, to decide again.
+        fresh = not urgent or self._seen is None
+        current = self._items.read(self.key) if fresh or self._seen is None else self._seen
         for _ in range(_WRITE_ATTEMPTS):
             decided = plan(current.state, me=self.owner, capacity=self.capacity, demand=demand, now=now,
                            renew=renew, pause_until=pause)
             if not decided.write:
-                break
+                if fresh:
+                    break
+                current, fresh = self._items.read(self.key), True  # nothing to write on the old item: look again
+                continue
             written, current = self._items.replace(self.key, decided.state, version=current.version,
                                                    expires_at=int(now) + _ITEM_DAYS * 86_400)
+            fresh = True
             if written:
                 with self._lock:
                     self._local.last_write = now
@@ -245,6 +253,7 @@ class SharedLimits:
             entry = current.state.get("holders", {}).get(self.owner)
             held = int(entry["units"]) if entry and entry["until"] > now else 0
             decided = Plan(current.state, held, held, decided.fraction, decided.paused_until, False)
+        self._seen = current
         with self._lock:
             self._local.target = decided.target
         if self._failing_since is not None:

@@ -245,6 +245,39 @@ def test_a_worker_whose_share_was_decided_for_fewer_calls_asks_again_at_once_whe
     assert worker.sync().units == 16
 
 
+def test_a_workers_own_change_is_written_onto_the_item_as_last_seen_and_read_again_only_when_refused():
+    class CountedReads(MemoryItems):
+        reads = 0
+
+        def read(self, key):
+            self.reads += 1
+            return super().read(key)
+
+        def replace(self, key, state, *, version, expires_at):  # a refusal returns the item: no read of its own
+            reads = self.reads
+            try:
+                return super().replace(key, state, version=version, expires_at=expires_at)
+            finally:
+                self.reads = reads
+
+    items = CountedReads()
+    worker = SharedLimits(items, "pool", capacity=16, fallback_units=2, owner="w")
+    other = SharedLimits(items, "pool", capacity=16, fallback_units=2, owner="o")
+    worker.want(Demand(waiting=4, jobs=1))
+    worker.sync()
+    assert (items.reads, items.writes) == (1, 1)
+
+    worker.want(Demand(waiting=4, busy=4, jobs=2))  # a second job: more units wanted, straight onto the item seen
+    assert worker.sync().units == 8 and (items.reads, items.writes) == (1, 2)
+    other.want(Demand(waiting=8, jobs=1))
+    other.sync()  # the item changed behind the worker's back
+    worker.want(Demand(waiting=8, busy=4, jobs=3))
+
+    allowance = worker.sync()  # refused, decided again on the item the refusal returned, with no read
+
+    assert items.reads == 2 and allowance.units + other.sync().units <= 16
+
+
 def test_without_dynamodb_a_worker_keeps_to_its_fallback_share():
     class Unreachable(MemoryItems):
         def read(self, key):
