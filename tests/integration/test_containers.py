@@ -177,3 +177,37 @@ def test_the_dispatcher_gathers_a_batch_for_the_mappings_batching_window_as_lamb
         dispatcher.stop()
 
     assert batches == [["m0", "m1", "m2"]]
+
+
+def test_the_local_api_takes_a_bursts_connections_at_once_as_api_gateway_does():
+    import socket
+
+    from chalice import Chalice
+    from chalice.config import Config
+
+    from devstack.appserver import local_server
+    from devstack.emulator import free_port
+
+    app = Chalice("burst")
+
+    @app.route("/")
+    def index():
+        return {"ok": True}
+
+    port = free_port()
+    server = local_server(app, Config(), port)
+    clients = []
+    try:
+        # Nobody accepts yet (a busy server): the kernel completes each handshake only while the backlog has room.
+        for _ in range(40):
+            client = socket.create_connection(("127.0.0.1", port), timeout=3)
+            client.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            clients.append(client)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        answers = [b"".join(iter(lambda c=c: c.recv(4096), b"")) for c in clients]
+    finally:
+        for client in clients:
+            client.close()
+        server.shutdown()
+
+    assert len(answers) == 40 and all(a.startswith(b"HTTP/1.") and b" 200 " in a[:20] for a in answers)
