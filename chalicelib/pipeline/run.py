@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from chalicelib.aws import SHARED_OWNER, CacheWriter, MapCache, map_cache_key, map_cache_scope
+from chalicelib.aws import SHARED_OWNER, CacheWriter, MapCache, document_digest, map_cache_key, map_cache_scope
 from chalicelib.documents import Chunk, Document, PageSet, TextractOCR, chunk_document, read_document
 from chalicelib.errors import JobFailure
 from chalicelib.jobs import Attempt, Job
@@ -244,7 +244,7 @@ def _task_for(run: JobRun, document: Document, chunks: list[Chunk], chat: Any, e
 
 
 @dataclass
-class _JobCache:
+class JobCache:
     """The map cache as one job uses it: its chunks' keys, the answers found, the answers to store."""
 
     task: ChunkTask
@@ -270,18 +270,26 @@ class _JobCache:
         await self._writer.flush()
 
 
-def _map_cache(run: JobRun, task: ChunkTask, document: Document, chunks: list[Chunk], model: str) -> _JobCache | None:
+def _map_cache(run: JobRun, task: ChunkTask, document: Document, chunks: list[Chunk], model: str) -> JobCache | None:
     """The job's view of the map cache; None when there is no cache or the task's answers are not cached."""
+    return map_cache_for(run.services, run.job, task, chunks, model=model,
+                         document_sha256=document_digest(document.text), usage=run.usage)
+
+
+def map_cache_for(services: Services, job: Job, task: ChunkTask, chunks: list[Chunk], *, model: str,
+                  document_sha256: str, usage: Usage) -> JobCache | None:
+    """The map cache for ``chunks`` of one job's document (all of them, or a workflow batch's); None when there is
+    no cache or the task's answers are not cached."""
     params = task.cache_params()
-    cache = run.services.map_cache
+    cache = services.map_cache
     if cache is None or params is None:
         return None
-    identity: dict[str, Any] = {"endpoint": run.services.llm.base_url or "", "model": model,
-                "prompt_version": task.prompt_version, "params": params}
-    owner = SHARED_OWNER if run.services.settings.map_cache_shared else (run.job.client or "_unowned")
-    scope = map_cache_scope(owner=owner, **identity, document=document.text)
+    identity: dict[str, Any] = {"endpoint": services.llm.base_url or "", "model": model,
+                                "prompt_version": task.prompt_version, "params": params}
+    owner = SHARED_OWNER if services.settings.map_cache_shared else (job.client or "_unowned")
+    scope = map_cache_scope(owner=owner, **identity, document_sha256=document_sha256)
     keys = {c.index: map_cache_key(**identity, pages=c.pages, text=c.text) for c in chunks}
-    return _JobCache(task, keys, scope, cache, run.usage)
+    return JobCache(task, keys, scope, cache, usage)
 
 
 class _ProgressWriter:

@@ -15,7 +15,9 @@ budget, checked by every call against what every stage and task spent before it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
+import hashlib
 import json
 import math
 import time
@@ -23,12 +25,14 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from chalicelib.aws import document_digest
 from chalicelib.documents import Chunk, Document
 from chalicelib.errors import CircuitOpen, JobFailure, Throttled
 from chalicelib.jobs import Attempt, Job
-from chalicelib.llm import Budget, MeteredChat, Usage, total_spend
+from chalicelib.llm import Budget, Completion, MeteredChat, Usage, total_spend
 from chalicelib.observability import logger
 from chalicelib.pipeline.mapreduce import halve_chunk, map_chunks
+from chalicelib.pipeline.run import JobCache, map_cache_for
 from chalicelib.tasks import NEEDS_LLM, task_for
 
 if TYPE_CHECKING:
@@ -64,6 +68,33 @@ def map_concurrency(llm_concurrency: int) -> int:
 def batch_gate(llm_concurrency: int) -> int:
     """Calls one map batch has in flight: with ``map_concurrency`` batches at once, never more than the concurrency."""
     return max(1, llm_concurrency // map_concurrency(llm_concurrency))
+
+
+def plan_batches(chunks: int, *, max_batch: int, llm_concurrency: int) -> list[tuple[int, int]]:
+    """The map batches' (first chunk, size): as few as ``max_batch`` allows, balanced so that every Map slot asks
+    the same number of calls in the same number of batches.
+
+    The Map starts a batch when one returns, so batches of one size per round end together and no slot idles while
+    another still has a round to go; sizes are multiples of a batch's calls in flight, so no wave runs part-empty
+    (but the document's last). With C = 16 (4 slots of 4 calls), 399 chunks and batches of at most 32: 4 rounds of
+    28, 24, 24, 24 chunks per slot — 25 waves a slot, the least 399 calls at 16 at once can take.
+    """
+    if chunks <= 0:
+        return []
+    slots, in_flight = map_concurrency(llm_concurrency), batch_gate(llm_concurrency)
+    if max_batch < in_flight:
+        return [(first, min(max_batch, chunks - first)) for first in range(0, chunks, max_batch)]
+    waves_per_slot = math.ceil(math.ceil(chunks / in_flight) / slots)
+    rounds = math.ceil(waves_per_slot / (max_batch // in_flight))
+    plan, first = [], 0
+    for round_ in range(rounds):
+        waves = waves_per_slot // rounds + (1 if round_ < waves_per_slot % rounds else 0)
+        for _slot in range(slots):
+            size = min(waves * in_flight, chunks - first)
+            if size > 0:
+                plan.append((first, size))
+                first += size
+    return plan
 
 
 def job_budget(job: Job, default_max_total_tokens: int) -> Budget:
@@ -145,20 +176,22 @@ def extract(services: Services, job_id: str, *, run: str, deadline: float | None
     # Every task shares the chunks: they are cut with the first task's model's tokenizer.
     chunks = chunk_document(document, encoding=get_encoding(stage.model(job.task)), max_tokens=settings.chunk_tokens,
                             overlap_tokens=settings.chunk_overlap_tokens)
-    step = settings.step_functions_batch_calls
+    plan = plan_batches(len(chunks), max_batch=settings.step_functions_batch_calls,
+                        llm_concurrency=settings.llm_concurrency)
     key = stage.put("document.json", {
         "document": {"text": document.text, "page_starts": document.page_starts, "kind": document.kind},
         "chunks": [[c.index, c.text, c.start, c.end, c.first_page, c.last_page, c.tokens] for c in chunks],
         "warnings": run_view.warnings, "ocr": usage.ocr, "extract_seconds": round(time.monotonic() - clock, 3)})
-    for first in range(0, len(chunks), step):
+    digest = document_digest(document.text)
+    for first, size in plan:
         # What one map batch reads: its own chunks, not the whole document.
         stage.put(f"chunks/batch-{first:06d}.json", {
-            "page_starts": document.page_starts, "kind": document.kind, "total": len(chunks),
+            "page_starts": document.page_starts, "kind": document.kind, "total": len(chunks), "document_sha256": digest,
             "chunks": [[c.index, c.text, c.start, c.end, c.first_page, c.last_page, c.tokens]
-                       for c in chunks[first:first + step]]})
+                       for c in chunks[first:first + size]]})
     services.lifecycle.workflow_chunks(job_id, len(chunks), run_view.warnings)
     logger.info("document chunked for the workflow", extra={"chunks": len(chunks), "pages": document.page_count})
-    return {"document_key": key, "chunks": len(chunks), "batches": list(range(0, len(chunks), step)),
+    return {"document_key": key, "chunks": len(chunks), "batches": [first for first, _size in plan],
             "map_concurrency": map_concurrency(settings.llm_concurrency)}
 
 
@@ -169,17 +202,18 @@ class _Prepared:
     meta: dict[str, Any]
 
 
-def _load_batch(stage: Stage, start: int, size: int) -> tuple[_Prepared, list[Chunk]]:
+def _load_batch(stage: Stage, start: int) -> tuple[_Prepared, list[Chunk]]:
     """The document as a map batch needs it, and the batch's chunks. An LLM task reads only the count of the
     document's chunks (its prompts' answer lengths depend on it), so only the batch's own chunks are loaded; the
     offline summarizer ranks sentences over the whole text, so it loads the document."""
+    stored = stage.get(f"chunks/batch-{start:06d}.json")
+    batch = [Chunk(*row) for row in stored["chunks"]]
     if stage.services.llm.uses_openai:
-        stored = stage.get(f"chunks/batch-{start:06d}.json")
-        batch = [Chunk(*row) for row in stored["chunks"]]
         chunks = [batch[0]] * stored["total"]  # only its length is read
         return _Prepared(Document("", stored["page_starts"], stored["kind"]), chunks, stored), batch
     prepared = _load_document(stage)
-    return prepared, prepared.chunks[start:start + size]
+    prepared.meta["document_sha256"] = stored.get("document_sha256")
+    return prepared, prepared.chunks[start:start + len(batch)]
 
 
 def _load_document(stage: Stage) -> _Prepared:
@@ -189,10 +223,44 @@ def _load_document(stage: Stage) -> _Prepared:
     return _Prepared(document, chunks, stored)
 
 
+class KeptCalls:
+    """A chat that answers again, without asking, a call an earlier invocation of the same step already paid for.
+
+    A reduce level's calls are the same on every attempt (the same partials, grouped the same way), so a level that
+    fails midway keeps its answers (``answered``) and its retry asks only the groups still unanswered.
+    """
+
+    def __init__(self, kept: dict[str, dict[str, Any]] | None = None) -> None:
+        self.chat: Any = None
+        self.kept = dict(kept or {})
+        self.answered: dict[str, dict[str, Any]] = {}
+
+    @staticmethod
+    def _key(messages: list[dict[str, str]], max_tokens: int, response_format: dict[str, Any] | None) -> str:
+        text = json.dumps([messages, max_tokens, response_format], sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+    async def complete(self, messages: list[dict[str, str]], *, max_tokens: int,
+                       response_format: dict[str, Any] | None = None) -> Completion:
+        key = self._key(messages, max_tokens, response_format)
+        if key in self.kept:
+            # Paid for, and counted, by the invocation that asked it.
+            return Completion(**{**self.kept[key], "latency_seconds": 0.0, "retries": 0})
+        options: dict[str, Any] = {} if response_format is None else {"response_format": response_format}
+        completion: Completion = await self.chat.complete(messages, max_tokens=max_tokens, **options)
+        self.answered[key] = dataclasses.asdict(completion)
+        return completion
+
+    @property
+    def all(self) -> dict[str, dict[str, Any]]:
+        return {**self.kept, **self.answered}
+
+
 class _TaskRun:
     """One task of the job inside one stage invocation: its implementation, metered against the job's one budget."""
 
-    def __init__(self, stage: Stage, index: int, prepared: _Prepared, *, calls_in_flight: int | None = None) -> None:
+    def __init__(self, stage: Stage, index: int, prepared: _Prepared, *, calls_in_flight: int | None = None,
+                 kept: KeptCalls | None = None) -> None:
         from chalicelib.documents import get_encoding
 
         services, job = stage.services, stage.job
@@ -211,7 +279,10 @@ class _TaskRun:
             self.chat, usage=self.usage, prices=settings.prices,
             budget=job_budget(job, settings.default_max_total_tokens),
             deadline=None if stage.deadline is None else stage.deadline - FINISH_SECONDS, latencies=[])
-        self.task = task_for(self.spec, chat=metered, settings=settings, document=prepared.document,
+        chat: Any = metered
+        if kept is not None and metered is not None:
+            kept.chat, chat = metered, kept
+        self.task = task_for(self.spec, chat=chat, settings=settings, document=prepared.document,
                              chunks=prepared.chunks,
                              count_tokens=lambda text: len(encoding.encode(text, disallowed_special=())),
                              warn=self.warnings.append)
@@ -240,16 +311,21 @@ def map_batch(services: Services, job_id: str, *, run: str, task: int, start: in
     name = f"task{task}/batch-{start:06d}.json"
     if stage.exists(name):
         return {}  # answered by an invocation whose result the workflow did not see (a retry): never asked twice
-    prepared, batch = _load_batch(stage, start, services.settings.step_functions_batch_calls)
+    prepared, batch = _load_batch(stage, start)
     work = _TaskRun(stage, task, prepared, calls_in_flight=batch_gate(services.settings.llm_concurrency))
     kept = f"task{task}/batch-{start:06d}.answered.json"
     known: dict[int, list[Any]] = {}
     if stage.exists(kept):
         known = {int(i): [work.task.load(a) for a in answers] for i, answers in stage.get(kept)["known"].items()}
+    # Answers go to the map cache as they arrive: a batch that crashes, or whose invocation ran out of time, loses
+    # at most the last second of them, and a later run (the client's retry) of the same document finds them too.
+    cache = map_cache_for(services, stage.job, work.task, batch, model=stage.model(work.spec),
+                          document_sha256=prepared.meta.get("document_sha256")
+                          or document_digest(prepared.document.text), usage=work.usage)
     answered: dict[int, list[Any]] = {}
     try:
         services.llm.refresh()
-        answers = asyncio.run(_map(work, batch, known, answered))
+        answers = asyncio.run(_map(work, batch, known, answered, cache))
     except (CircuitOpen, Throttled) as slow:
         # Longer than an invocation should wait: the workflow waits instead (a Wait state, no Lambda running).
         _keep(stage, work, kept, {**known, **answered}, known)
@@ -277,6 +353,14 @@ def _record_spend(work: _TaskRun, part: str) -> None:
         logger.exception("the spend of a failed map batch could not be recorded")
 
 
+def _keep_calls(stage: Stage, name: str, kept: KeptCalls) -> None:
+    """Keep a failing level's answers; a failure to keep them must not hide the level's own error."""
+    try:
+        stage.put(name, {"calls": kept.all})
+    except Exception:
+        logger.exception("the answers of a failed reduce level could not be kept")
+
+
 def _keep(stage: Stage, work: _TaskRun, name: str, answered: dict[int, list[Any]], known: dict[int, list[Any]]) -> None:
     """What this invocation paid for, for the next one to reuse (only when it adds something)."""
     if len(answered) > len(known):
@@ -284,18 +368,30 @@ def _keep(stage: Stage, work: _TaskRun, name: str, answered: dict[int, list[Any]
 
 
 async def _map(work: _TaskRun, batch: list[Chunk], known: dict[int, list[Any]],
-               answered: dict[int, list[Any]]) -> list[Any]:
+               answered: dict[int, list[Any]], cache: JobCache | None) -> list[Any]:
     async def remember(chunk: Chunk, answers: list[Any]) -> None:
         answered[chunk.index] = answers
+        if cache is not None:
+            await cache.remember(chunk, answers)
 
     try:
         prime = getattr(work.chat, "prime", None)
-        if prime is not None:
-            await prime()
+        # The circuit's state is read while the cache is: every first call would otherwise wait for it.
+        cached, _ = await asyncio.gather(cache.known() if cache is not None else _nothing(),
+                                         prime() if prime is not None else _nothing())
+        known.update({index: answers for index, answers in (cached or {}).items() if index not in known})
         return await map_chunks(work.task, batch, gate=work.gate, known=known, halve=work.halve,
                                 on_answer=remember, warn=work.warnings.append)
     finally:
-        await work.close()
+        try:
+            if cache is not None:
+                await cache.flush()
+        finally:
+            await work.close()
+
+
+async def _nothing() -> dict[int, list[Any]]:
+    return {}
 
 
 def aggregate(services: Services, job_id: str, *, run: str, task: int, level: int, batches: list[int],
@@ -303,7 +399,9 @@ def aggregate(services: Services, job_id: str, *, run: str, task: int, level: in
     """One reduce level of task ``task``: ``{"done": false, "level": n}`` until the answer is stored."""
     stage = Stage.open(services, job_id, run, "aggregate", task=task, deadline=deadline)
     prepared = _load_document(stage)
-    work = _TaskRun(stage, task, prepared)
+    kept_name = f"task{task}/level-{level}.answered.json"
+    kept = KeptCalls(stage.get(kept_name)["calls"] if stage.exists(kept_name) else None)
+    work = _TaskRun(stage, task, prepared, kept=kept)
     warnings: list[str] = []
     learned: dict[str, Any] = {}
     if level == 0:
@@ -322,7 +420,9 @@ def aggregate(services: Services, job_id: str, *, run: str, task: int, level: in
     try:
         left, levels, final = asyncio.run(_reduce(work, partials, level))
     except BaseException:
-        # A level is not kept part way (its retry asks it again), but what was paid for counts all the same.
+        # What the level answered before it failed is kept for its retry, and what was paid for counts.
+        if len(kept.all) > len(kept.kept):
+            _keep_calls(stage, kept_name, kept)
         _record_spend(work, f"r{level}")
         raise
     if final is None:
