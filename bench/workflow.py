@@ -86,16 +86,17 @@ def _history(sfn: Any, execution_arn: str) -> list[dict[str, Any]]:
             return events
 
 
-def _in_flight(starts: list[float]) -> dict[str, float]:
+def _in_flight(starts: list[float]) -> dict[str, Any]:
     """Calls in flight at the provider per 100 ms, from the first request to the last answer: how much of the
     phase ran below C, and the calls' share of the C·phase slot-seconds."""
     if not starts:
-        return {"below_c_share": 0.0, "busy_share": 0.0}
+        return {"below_c_share": 0.0, "busy_share": 0.0, "timeline": ""}
     first, last = starts[0], starts[-1] + LATENCY_SECONDS
     ticks = [first + 0.05 + 0.1 * i for i in range(int((last - first) / 0.1))]
     counts = [sum(1 for s in starts if s <= t < s + LATENCY_SECONDS) for t in ticks]
     return {"below_c_share": sum(1 for c in counts if c < CONCURRENCY) / max(1, len(counts)),
-            "busy_share": len(starts) * LATENCY_SECONDS / (CONCURRENCY * (last - first))}
+            "busy_share": len(starts) * LATENCY_SECONDS / (CONCURRENCY * (last - first)),
+            "timeline": "".join("0123456789abcdefghijklmnopqrstuvwxyz"[min(c, 35)] for c in counts)}
 
 
 def _reduce_gaps(starts: list[float], map_starts: list[float]) -> list[float]:

@@ -22,6 +22,8 @@ import json
 import math
 import time
 import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -183,6 +185,8 @@ def extract(services: Services, job_id: str, *, run: str, deadline: float | None
         "chunks": [[c.index, c.text, c.start, c.end, c.first_page, c.last_page, c.tokens] for c in chunks],
         "warnings": run_view.warnings, "ocr": usage.ocr, "extract_seconds": round(time.monotonic() - clock, 3)})
     digest = document_digest(document.text)
+    stage.put("outline.json", {"page_starts": document.page_starts, "kind": document.kind, "total": len(chunks),
+                               "document_sha256": digest})
     for first, size in plan:
         # What one map batch reads: its own chunks, not the whole document.
         stage.put(f"chunks/batch-{first:06d}.json", {
@@ -214,6 +218,14 @@ def _load_batch(stage: Stage, start: int) -> tuple[_Prepared, list[Chunk]]:
     prepared = _load_document(stage)
     prepared.meta["document_sha256"] = stored.get("document_sha256")
     return prepared, prepared.chunks[start:start + len(batch)]
+
+
+def _load_outline(stage: Stage) -> _Prepared:
+    """What an LLM task's reduce reads of the document: its page starts, its kind and its number of chunks (one
+    small object, not the whole document a reduce level would otherwise read and parse each time)."""
+    stored = stage.get("outline.json")
+    chunk = Chunk(0, "", 0, 0, 1, 1, 0)
+    return _Prepared(Document("", stored["page_starts"], stored["kind"]), [chunk] * stored["total"], stored)
 
 
 def _load_document(stage: Stage) -> _Prepared:
@@ -309,13 +321,17 @@ def map_batch(services: Services, job_id: str, *, run: str, task: int, start: in
     """
     stage = Stage.open(services, job_id, run, "map", task=task, deadline=deadline)
     name = f"task{task}/batch-{start:06d}.json"
-    if stage.exists(name):
-        return {}  # answered by an invocation whose result the workflow did not see (a retry): never asked twice
-    prepared, batch = _load_batch(stage, start)
-    work = _TaskRun(stage, task, prepared, calls_in_flight=batch_gate(services.settings.llm_concurrency))
     kept = f"task{task}/batch-{start:06d}.answered.json"
+    # One round trip's wait, not three: whether it was answered, what an earlier invocation kept, its chunks.
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        answered_before, kept_before = pool.map(stage.exists, (name, kept))
+        loaded = pool.submit(_load_batch, stage, start)
+    if answered_before:
+        return {}  # answered by an invocation whose result the workflow did not see (a retry): never asked twice
+    prepared, batch = loaded.result()
+    work = _TaskRun(stage, task, prepared, calls_in_flight=batch_gate(services.settings.llm_concurrency))
     known: dict[int, list[Any]] = {}
-    if stage.exists(kept):
+    if kept_before:
         known = {int(i): [work.task.load(a) for a in answers] for i, answers in stage.get(kept)["known"].items()}
     # Answers go to the map cache as they arrive: a batch that crashes, or whose invocation ran out of time, loses
     # at most the last second of them, and a later run (the client's retry) of the same document finds them too.
@@ -323,9 +339,15 @@ def map_batch(services: Services, job_id: str, *, run: str, task: int, start: in
                           document_sha256=prepared.meta.get("document_sha256")
                           or document_digest(prepared.document.text), usage=work.usage)
     answered: dict[int, list[Any]] = {}
+
+    def store_answers(answers: list[Any]) -> None:
+        learned: dict[str, Any] = getattr(work.task, "learned", dict)()
+        stage.put(name, {"answers": [work.task.dump(a) for a in answers], "warnings": work.warnings,
+                         "learned": learned})
+
     try:
         services.llm.refresh()
-        answers = asyncio.run(_map(work, batch, known, answered, cache))
+        asyncio.run(_map(work, batch, known, answered, cache, store_answers))
     except (CircuitOpen, Throttled) as slow:
         # Longer than an invocation should wait: the workflow waits instead (a Wait state, no Lambda running).
         _keep(stage, work, kept, {**known, **answered}, known)
@@ -338,9 +360,6 @@ def map_batch(services: Services, job_id: str, *, run: str, task: int, start: in
         # The calls it paid for count (usage and budget): the retry reuses their answers and never pays for them.
         _record_spend(work, f"m{start}")
         raise
-    learned: dict[str, Any] = getattr(work.task, "learned", dict)()
-    stage.put(name, {"answers": [work.task.dump(a) for a in answers], "warnings": work.warnings,
-                     "learned": learned})
     work.record(f"m{start}", progress={f"{task}/{start}": len(batch)})
     return {}
 
@@ -367,24 +386,29 @@ def _keep(stage: Stage, work: _TaskRun, name: str, answered: dict[int, list[Any]
         stage.put(name, {"known": {str(i): [work.task.dump(a) for a in answers] for i, answers in answered.items()}})
 
 
-async def _map(work: _TaskRun, batch: list[Chunk], known: dict[int, list[Any]],
-               answered: dict[int, list[Any]], cache: JobCache | None) -> list[Any]:
+async def _map(work: _TaskRun, batch: list[Chunk], known: dict[int, list[Any]], answered: dict[int, list[Any]],
+               cache: JobCache | None, store_answers: Callable[[list[Any]], None]) -> None:
     async def remember(chunk: Chunk, answers: list[Any]) -> None:
         answered[chunk.index] = answers
         if cache is not None:
             await cache.remember(chunk, answers)
 
+    flushed = False
     try:
         prime = getattr(work.chat, "prime", None)
         # The circuit's state is read while the cache is: every first call would otherwise wait for it.
         cached, _ = await asyncio.gather(cache.known() if cache is not None else _nothing(),
                                          prime() if prime is not None else _nothing())
         known.update({index: answers for index, answers in (cached or {}).items() if index not in known})
-        return await map_chunks(work.task, batch, gate=work.gate, known=known, halve=work.halve,
-                                on_answer=remember, warn=work.warnings.append)
+        answers = await map_chunks(work.task, batch, gate=work.gate, known=known, halve=work.halve,
+                                   on_answer=remember, warn=work.warnings.append)
+        # The batch's answers are stored beside the cache's last store, not after it.
+        flushed = True
+        await asyncio.gather(asyncio.to_thread(store_answers, answers),
+                             cache.flush() if cache is not None else _nothing())
     finally:
         try:
-            if cache is not None:
+            if cache is not None and not flushed:
                 await cache.flush()
         finally:
             await work.close()
@@ -398,7 +422,7 @@ def aggregate(services: Services, job_id: str, *, run: str, task: int, level: in
               deadline: float | None = None) -> dict[str, Any]:
     """One reduce level of task ``task``: ``{"done": false, "level": n}`` until the answer is stored."""
     stage = Stage.open(services, job_id, run, "aggregate", task=task, deadline=deadline)
-    prepared = _load_document(stage)
+    prepared = _load_outline(stage) if services.llm.uses_openai else _load_document(stage)
     kept_name = f"task{task}/level-{level}.answered.json"
     kept = KeptCalls(stage.get(kept_name)["calls"] if stage.exists(kept_name) else None)
     work = _TaskRun(stage, task, prepared, kept=kept)
@@ -406,8 +430,9 @@ def aggregate(services: Services, job_id: str, *, run: str, task: int, level: in
     learned: dict[str, Any] = {}
     if level == 0:
         partials = []
-        for start in batches:
-            stored = stage.get(f"task{task}/batch-{start:06d}.json")
+        with ThreadPoolExecutor(max_workers=min(16, max(1, len(batches)))) as pool:
+            answered = list(pool.map(stage.get, [f"task{task}/batch-{start:06d}.json" for start in batches]))
+        for stored in answered:
             partials += [work.task.load(a) for a in stored["answers"]]
             warnings += stored["warnings"]
             learned.update(stored.get("learned") or {})

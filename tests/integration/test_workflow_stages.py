@@ -17,15 +17,30 @@ PAGES = [f"Page {n}. " + " ".join(f"Keeper {n}.{i} wound the clockwork, trimmed 
                                   for i in range(6)) for n in range(1, 9)]
 
 
+ARN = "arn:aws:states:us-east-1:000000000000:execution:docpipe-test-workflow:"
+_STARTED: list[str] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_job_left_running():
+    """Jobs on an execution that never existed end FAILED, so no other test's sweep ever meets them."""
+    yield
+    from chalicelib.bootstrap import get_services
+
+    while _STARTED:
+        job_id = _STARTED.pop()
+        get_services().lifecycle.fail_execution(job_id, ARN + job_id, {"code": "test_over", "message": "done"})
+
+
 def _started(services) -> tuple[str, str]:
     """A job handed to an execution, its document chunked: (job id, run)."""
     job_id = uuid.uuid4().hex
+    _STARTED.append(job_id)
     key = services.documents.put_input(job_id, "\f".join(PAGES).encode(), "text/plain")
     services.jobs.create(Job(job_id=job_id, status=QUEUED, task={"type": "summarize"},
                              document={"s3_key": key, "declared_type": "text"}, created_at=time.time()))
     run = services.jobs.claim(job_id, 60).run_name
-    workflow.validate(services, job_id, run=run, execution_arn=f"arn:aws:states:us-east-1:000000000000:execution:"
-                                                               f"docpipe-test-workflow:{job_id}")
+    workflow.validate(services, job_id, run=run, execution_arn=ARN + job_id)
     return job_id, run
 
 
