@@ -53,7 +53,7 @@ def _reuse_lambda_client() -> None:
     def boto_client_for(region: str, service: str, state_credentials: Any = None) -> Any:
         return client(region, service)
 
-    lambda_eval_utils.boto_client_for = boto_client_for  # type: ignore[assignment]
+    lambda_eval_utils.boto_client_for = boto_client_for
 
 
 def main(argv: list[str]) -> None:
