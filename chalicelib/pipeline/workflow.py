@@ -157,46 +157,68 @@ def validate(services: Services, job_id: str, *, run: str, execution_arn: str) -
 
 
 def extract(services: Services, job_id: str, *, run: str, deadline: float | None = None) -> dict[str, Any]:
-    """Read and chunk the document once for every task; the chunks go to S3, the batches' starts into the state."""
-    from chalicelib.documents import chunk_document, get_encoding, read_document
-    from chalicelib.pipeline.run import JobRun, _read_by_ocr
+    """Read and chunk the document once for every task; the chunks go to S3, the batches' starts into the state.
+    A worker that counted the document's chunks before handing it over stored them already: they are used as is."""
+    from chalicelib.documents import chunk_document, get_encoding
+    from chalicelib.pipeline.run import JobRun, read_job_document
 
     stage = Stage.open(services, job_id, run, "extract", deadline=deadline)
+    if stage.exists(OUTLINE):
+        outline = stage.get(OUTLINE)
+        services.lifecycle.workflow_chunks(job_id, outline["total"], outline["warnings"])
+        logger.info("document chunked by the worker, for the workflow", extra={"chunks": outline["total"]})
+        return _extracted(services, job_id, run, outline)
     job, settings = stage.job, services.settings
     clock = time.monotonic()
-    data = services.documents.read_document(job.document["s3_key"], settings.max_document_bytes)
-    pages = read_document(data, max_pages=settings.max_document_pages,
-                          declared_type=job.document.get("declared_type"), limits=settings.reading_limits)
     usage = Usage(model=stage.model(job.task), provider="openai" if services.llm.uses_openai else "offline")
     run_view = JobRun(Attempt(job), services, usage, deadline=deadline)
-    if services.ocr is not None and pages.kind == "pdf" and pages.needs_ocr():
-        pages = _read_by_ocr(run_view, services.ocr, pages, data)
-    try:
-        document = pages.document()
-    finally:
-        run_view.warnings[:0] = pages.warnings()
+    document = read_job_document(run_view)
     # Every task shares the chunks: they are cut with the first task's model's tokenizer.
     chunks = chunk_document(document, encoding=get_encoding(stage.model(job.task)), max_tokens=settings.chunk_tokens,
                             overlap_tokens=settings.chunk_overlap_tokens)
+    outline = store_chunks(services, job_id, run, document=document, chunks=chunks, warnings=run_view.warnings,
+                           ocr=usage.ocr, extract_seconds=time.monotonic() - clock)
+    services.lifecycle.workflow_chunks(job_id, len(chunks), run_view.warnings)
+    logger.info("document chunked for the workflow", extra={"chunks": len(chunks), "pages": document.page_count})
+    return _extracted(services, job_id, run, outline)
+
+
+# What a reduce level reads of the document, written last: once it exists, every object of the run's document does.
+OUTLINE = "outline.json"
+
+
+def store_chunks(services: Services, job_id: str, run: str, *, document: Document, chunks: list[Chunk],
+                 warnings: list[str], ocr: dict[str, Any] | None, extract_seconds: float) -> dict[str, Any]:
+    """Everything the workflow's later stages read of the document, under the run's work prefix: the document and
+    its chunks (the store stage), one object per map batch, and the outline; returns the outline."""
+    settings = services.settings
+
+    def put(name: str, body: dict[str, Any]) -> None:
+        services.documents.put_json(work_key(job_id, run, name), body)
+
     plan = plan_batches(len(chunks), max_batch=settings.step_functions_batch_calls,
                         llm_concurrency=settings.llm_concurrency)
-    key = stage.put("document.json", {
+    put("document.json", {
         "document": {"text": document.text, "page_starts": document.page_starts, "kind": document.kind},
         "chunks": [[c.index, c.text, c.start, c.end, c.first_page, c.last_page, c.tokens] for c in chunks],
-        "warnings": run_view.warnings, "ocr": usage.ocr, "extract_seconds": round(time.monotonic() - clock, 3)})
+        "warnings": warnings, "ocr": ocr, "extract_seconds": round(extract_seconds, 3)})
     digest = document_digest(document.text)
-    stage.put("outline.json", {"page_starts": document.page_starts, "kind": document.kind, "total": len(chunks),
-                               "document_sha256": digest})
     for first, size in plan:
         # What one map batch reads: its own chunks, not the whole document.
-        stage.put(f"chunks/batch-{first:06d}.json", {
+        put(f"chunks/batch-{first:06d}.json", {
             "page_starts": document.page_starts, "kind": document.kind, "total": len(chunks), "document_sha256": digest,
             "chunks": [[c.index, c.text, c.start, c.end, c.first_page, c.last_page, c.tokens]
                        for c in chunks[first:first + size]]})
-    services.lifecycle.workflow_chunks(job_id, len(chunks), run_view.warnings)
-    logger.info("document chunked for the workflow", extra={"chunks": len(chunks), "pages": document.page_count})
-    return {"document_key": key, "chunks": len(chunks), "batches": [first for first, _size in plan],
-            "map_concurrency": map_concurrency(settings.llm_concurrency)}
+    outline = {"page_starts": document.page_starts, "kind": document.kind, "total": len(chunks),
+               "document_sha256": digest, "batches": [first for first, _size in plan], "warnings": warnings}
+    put(OUTLINE, outline)
+    return outline
+
+
+def _extracted(services: Services, job_id: str, run: str, outline: dict[str, Any]) -> dict[str, Any]:
+    """The extract stage's output: S3 pointers and small numbers only."""
+    return {"document_key": work_key(job_id, run, "document.json"), "chunks": outline["total"],
+            "batches": outline["batches"], "map_concurrency": map_concurrency(services.settings.llm_concurrency)}
 
 
 @dataclass
@@ -223,7 +245,7 @@ def _load_batch(stage: Stage, start: int) -> tuple[_Prepared, list[Chunk]]:
 def _load_outline(stage: Stage) -> _Prepared:
     """What an LLM task's reduce reads of the document: its page starts, its kind and its number of chunks (one
     small object, not the whole document a reduce level would otherwise read and parse each time)."""
-    stored = stage.get("outline.json")
+    stored = stage.get(OUTLINE)
     chunk = Chunk(0, "", 0, 0, 1, 1, 0)
     return _Prepared(Document("", stored["page_starts"], stored["kind"]), [chunk] * stored["total"], stored)
 

@@ -27,18 +27,25 @@ def _no_job_left_running():
     yield
     from chalicelib.bootstrap import get_services
 
+    services = get_services()
     while _STARTED:
-        job_id = _STARTED.pop()
-        get_services().lifecycle.fail_execution(job_id, ARN + job_id, {"code": "test_over", "message": "done"})
+        job = services.jobs.get(_STARTED.pop())
+        services.lifecycle.fail_execution(job.job_id, job.execution_arn, {"code": "test_over", "message": "done"})
 
 
-def _started(services) -> tuple[str, str]:
-    """A job handed to an execution, its document chunked: (job id, run)."""
+def _queued(services) -> tuple[str, str]:
+    """A job on the queue: (job id, its document's key)."""
     job_id = uuid.uuid4().hex
     _STARTED.append(job_id)
     key = services.documents.put_input(job_id, "\f".join(PAGES).encode(), "text/plain")
     services.jobs.create(Job(job_id=job_id, status=QUEUED, task={"type": "summarize"},
                              document={"s3_key": key, "declared_type": "text"}, created_at=time.time()))
+    return job_id, key
+
+
+def _started(services) -> tuple[str, str]:
+    """A job handed to an execution, its document chunked: (job id, run)."""
+    job_id, _key = _queued(services)
     run = services.jobs.claim(job_id, 60).run_name
     workflow.validate(services, job_id, run=run, execution_arn=ARN + job_id)
     return job_id, run
@@ -118,3 +125,24 @@ def test_a_reduce_level_that_failed_midway_keeps_its_answers_for_its_retry():
     retry.chat = chat = _Chat(failing=set())
     assert asyncio.run(level(retry)) == ["answer to a", "answer to b"]
     assert chat.asked == ["b"]
+
+
+def test_the_extract_stage_takes_what_the_worker_read_and_never_reads_the_document_again(monkeypatch):
+    from chalicelib.aws import clients
+    from chalicelib.bootstrap import get_services
+    from chalicelib.pipeline import Outcome, run_job
+    from devstack.resources import provision_workflow
+    from tests.integration.conftest import EMULATOR_URL
+    from tests.support.taskflow import STAGE
+
+    configure(monkeypatch, DOCPIPE_STATE_MACHINE_ARN=provision_workflow(EMULATOR_URL, stage=STAGE),
+              DOCPIPE_STEP_FUNCTIONS_MIN_CHUNKS="4", DOCPIPE_CHUNK_TOKENS="60", DOCPIPE_CHUNK_OVERLAP_TOKENS="0")
+    services = get_services()
+    job_id, key = _queued(services)
+    assert run_job(services.lifecycle.claim(job_id, lease_seconds=60), services) is Outcome.HANDED_OVER
+    job = services.jobs.get(job_id)
+    # Gone: an extract stage that read it again would fail.
+    clients.client("s3").delete_object(Bucket=services.documents.bucket, Key=key)
+    extracted = workflow.extract(services, job_id, run=job.run_name)
+    assert extracted["chunks"] >= 4 and extracted["batches"][0] == 0
+    assert services.jobs.get(job_id).chunks_total == extracted["chunks"]
