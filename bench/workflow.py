@@ -203,4 +203,20 @@ def run() -> str:
                   f"(${transitions * USD_PER_TRANSITION:.4f}), {invocations:.0f} stage invocations, "
                   f"{seconds:.1f} s of stage-function time (${seconds * 0.5 * USD_PER_GB_SECOND:.5f} at 512 MB); "
                   f"latency the state machine added: {sfn_job - queue_job:+.2f} s."]
+    batches = [r["batches"] for r in sfn_rows if r.get("batches")]
+    if batches:
+        def median(name: str) -> float:
+            return statistics.median(b[name] for b in batches)
+
+        lines += ["", f"Where a map batch's time goes (medians over {median('count'):.0f} batches a run): "
+                      f"state entered → function started {median('dispatch') * 1000:.0f} ms, → first call "
+                      f"{median('to_first_call') * 1000:.0f} ms, last answer → returned "
+                      f"{median('after_last_answer') * 1000:.0f} ms, a freed Map slot idle "
+                      f"{median('slot_idle') * 1000:.0f} ms. Gaps before each reduce level: "
+                      + "; ".join(", ".join(f"{g:.2f}" for g in r["reduce_gaps"]) for r in sfn_rows) + " s."]
+    for name, rows in paths.items():
+        share = statistics.median(r["in_flight"]["busy_share"] for r in rows)
+        middle = sorted(rows, key=lambda r: r["llm_seconds"])[len(rows) // 2]
+        lines.append(f"{name}: the calls filled {share:.0%} of C × the LLM phase; calls in flight per 100 ms "
+                     f"(g = 16) in the median run: {middle['in_flight']['timeline']}")
     return "\n".join(lines)
