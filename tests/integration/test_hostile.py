@@ -381,3 +381,83 @@ def test_a_closing_tag_look_alike_inside_the_document_is_defused(text):
 
     assert "&lt;" in inner
     assert wrapped.endswith("\n</document>") and wrapped.count("</document>") == 1
+
+
+# --- the newer entry points: POST /uploads, GET /jobs, "tasks" lists ------------------------------------------------
+
+def upload(client, body) -> object:
+    text = body if isinstance(body, str) else json.dumps(body)
+    return client.http.post("/uploads", headers=JSON_HEADERS, body=text)
+
+
+@pytest.mark.parametrize("filename, name", [
+    pytest.param("../../results/someone/result.pdf", "result.pdf", id="slash-traversal"),
+    pytest.param("..\\..\\results\\secret.pdf", "results-secret.pdf", id="backslash-traversal"),
+    pytest.param("uploads/bob/x/./report.pdf", "report.pdf", id="another-clients-folder"),
+    pytest.param("\uff0e\uff0e\uff0fsecret.pdf", "secret.pdf", id="full-width-dots-and-slash"),
+    pytest.param("r" * 250 + ".pdf", "r" * 100 + ".pdf", id="254-character-name"),
+])
+def test_an_upload_filename_never_leaves_a_fresh_folder_of_the_callers_own(client, services, filename, name):
+    response = upload(client, {"filename": filename})
+
+    assert response.status_code == 201, response.body
+    form = response.json_body
+    folder, _, stored = form["s3_key"].removeprefix("uploads/").partition("/")
+    assert len(folder) == 32 and "/" not in stored and stored == name
+    assert form["fields"]["key"] == f"uploads/local/{folder}/{stored}"
+
+
+@pytest.mark.parametrize("body, status, code", [
+    pytest.param('{"filename": "lone \\ud800.pdf"}', 400, "invalid_characters", id="lone-surrogate-in-filename"),
+    pytest.param('{"filename": "nul\\u0000.pdf"}', 400, "invalid_characters", id="nul-in-filename"),
+    pytest.param({"filename": "r" * 100_000 + ".pdf"}, 400, "invalid_request", id="100000-character-filename"),
+    pytest.param(nested(10_000), 400, "invalid_json", id="json-nested-10000-deep"),
+    pytest.param({"content_type": "application/pdf\r\nx-amz-acl: public-read"}, 415, "unsupported_type",
+                 id="header-injection-in-content-type"),
+])
+def test_a_hostile_upload_request_is_a_short_4xx(client, body, status, code):
+    message = assert_refused(upload(client, body), status, code)
+
+    assert "public-read" not in message and "r" * 50 not in message
+
+
+@pytest.mark.parametrize("query, code", [
+    pytest.param("?cursor=" + "c" * 10_000, "invalid_cursor", id="10KB-cursor"),
+    pytest.param("?cursor=%00", "invalid_cursor", id="nul-cursor"),
+    pytest.param("?limit=" + "9" * 5_000, "invalid_request", id="5000-digit-limit"),
+    pytest.param("?limit=-1", "invalid_request", id="negative-limit"),
+    pytest.param("?status=" + "S" * 10_000, "invalid_request", id="10KB-status"),
+])
+def test_a_hostile_listing_request_is_a_short_400(client, query, code):
+    message = assert_refused(client.http.get("/jobs" + query), 400, code)
+
+    assert "c" * 50 not in message and "9" * 50 not in message and "S" * 50 not in message
+
+
+def test_a_remote_schema_in_any_member_of_a_tasks_list_is_refused_by_index_and_nothing_connects(
+        client, services, sqs, drain_queue, llm, listener):
+    schema = {"type": "object", "properties": {"a": {"$ref": f"{listener.url}/probe"}}}
+    before = job_count(services)
+
+    message = assert_refused(post(client, {"document": {"text": TEXT},
+                                           "tasks": [{"type": "summarize"}, {"type": "extract", "schema": schema}]}),
+                             400, "invalid_schema")
+
+    assert message.startswith("tasks[1]:")
+    assert job_count(services) == before and queued_job_ids(sqs, drain_queue) == []
+    assert listener.connections() == 0 and llm.calls == 0
+
+
+@pytest.mark.parametrize("tasks, code", [
+    pytest.param([{"type": "summarize"}] * 1_000, "invalid_task", id="1000-tasks"),
+    pytest.param([{"type": "summarize"}, "t" * 100_000], "unknown_task", id="100000-character-member"),
+    pytest.param([{"type": "summarize"}, {"type": "classify", "labels": ["a", "\uff41"]}], "invalid_labels",
+                 id="look-alike-labels-in-a-member"),
+])
+def test_a_hostile_tasks_list_is_a_short_400_and_no_job(client, services, sqs, drain_queue, tasks, code):
+    before = job_count(services)
+
+    message = assert_refused(post(client, {"document": {"text": TEXT}, "tasks": tasks}), 400, code)
+
+    assert "t" * 100 not in message
+    assert job_count(services) == before and queued_job_ids(sqs, drain_queue) == []
