@@ -238,7 +238,7 @@ def _load_batch(stage: Stage, start: int) -> tuple[_Prepared, list[Chunk]]:
         chunks = [batch[0]] * stored["total"]  # only its length is read
         return _Prepared(Document("", stored["page_starts"], stored["kind"]), chunks, stored), batch
     prepared = _load_document(stage)
-    prepared.meta["document_sha256"] = stored.get("document_sha256")
+    prepared.meta["document_sha256"] = stored.get("document_sha256") or document_digest(prepared.document.text)
     return prepared, prepared.chunks[start:start + len(batch)]
 
 
@@ -357,9 +357,10 @@ def map_batch(services: Services, job_id: str, *, run: str, task: int, start: in
         known = {int(i): [work.task.load(a) for a in answers] for i, answers in stage.get(kept)["known"].items()}
     # Answers go to the map cache as they arrive: a batch that crashes, or whose invocation ran out of time, loses
     # at most the last second of them, and a later run (the client's retry) of the same document finds them too.
-    cache = map_cache_for(services, stage.job, work.task, batch, model=stage.model(work.spec),
-                          document_sha256=prepared.meta.get("document_sha256")
-                          or document_digest(prepared.document.text), usage=work.usage)
+    digest = prepared.meta.get("document_sha256")  # absent from a batch an earlier release cut: no cache then
+    cache = None if digest is None else map_cache_for(services, stage.job, work.task, batch,
+                                                      model=stage.model(work.spec), document_sha256=digest,
+                                                      usage=work.usage)
     answered: dict[int, list[Any]] = {}
 
     def store_answers(answers: list[Any]) -> None:
@@ -444,7 +445,8 @@ def aggregate(services: Services, job_id: str, *, run: str, task: int, level: in
               deadline: float | None = None) -> dict[str, Any]:
     """One reduce level of task ``task``: ``{"done": false, "level": n}`` until the answer is stored."""
     stage = Stage.open(services, job_id, run, "aggregate", task=task, deadline=deadline)
-    prepared = _load_outline(stage) if services.llm.uses_openai else _load_document(stage)
+    # (An execution whose document an earlier release stored has no outline: it reads the document.)
+    prepared = _load_outline(stage) if services.llm.uses_openai and stage.exists(OUTLINE) else _load_document(stage)
     kept_name = f"task{task}/level-{level}.answered.json"
     kept = KeptCalls(stage.get(kept_name)["calls"] if stage.exists(kept_name) else None)
     work = _TaskRun(stage, task, prepared, kept=kept)
