@@ -71,6 +71,11 @@ def _is_map_request(request: dict[str, Any]) -> bool:
     return request["json"]["messages"][-1]["content"].startswith("<document")
 
 
+def _excerpt(request: dict[str, Any]) -> str:
+    content = request["json"]["messages"][-1]["content"]
+    return content.split("\n", 1)[-1][:80]
+
+
 def _serve(conn: Any, latency: float) -> None:
     """The child process: the fake server, answering ``reset`` / ``counts`` / ``stop`` on the pipe."""
     from tests.support.fake_openai import FakeOpenAI
@@ -85,10 +90,15 @@ def _serve(conn: Any, latency: float) -> None:
             else:
                 requests = fake.chat_requests
                 times = [r["time"] for r in requests]
+                # The provider's clock on the wall's, so a caller can line requests up with its own events.
+                wall = time.time() - time.monotonic()
                 conn.send({"calls": fake.calls, "requests": len(requests),
                            "maps": sum(1 for r in requests if _is_map_request(r)),
                            # first request's start to last answer's end: the LLM phase as the provider saw it
-                           "llm_seconds": (max(times) + latency - min(times)) if times else 0.0})
+                           "llm_seconds": (max(times) + latency - min(times)) if times else 0.0,
+                           "starts": sorted(t + wall for t in times),
+                           # each map request's start and the first words of its excerpt (which chunk it asked)
+                           "map_starts": [(r["time"] + wall, _excerpt(r)) for r in requests if _is_map_request(r)]})
     conn.send(None)
 
 
@@ -114,8 +124,8 @@ class FakeProvider:
         self._ask("reset")
 
     def counts(self) -> dict[str, Any]:
-        """Since the last reset: ``calls`` answered or failed, chat ``requests``, ``maps`` among them, and
-        ``llm_seconds`` from the first request to the last answer."""
+        """Since the last reset: ``calls`` answered or failed, chat ``requests``, ``maps`` among them,
+        ``llm_seconds`` from the first request to the last answer, and each request's ``starts`` (wall clock)."""
         return self._ask("counts")
 
     def __exit__(self, *exc: object) -> None:

@@ -22,6 +22,8 @@ from bench.mapreduce import FakeProvider
 LATENCY_SECONDS = 0.5
 CONCURRENCY = 16
 REPEATS = 3
+# The Map's batches in flight at once (pipeline.workflow.map_concurrency at C = 16).
+MAP_SLOTS = 4
 # Step Functions Standard, us-east-1: per state transition; Lambda arm64 per GB-second (the stage functions' price).
 USD_PER_TRANSITION = 0.000025
 USD_PER_GB_SECOND = 0.0000133334
@@ -63,14 +65,17 @@ def _run_path(fake: FakeProvider, *, workflow: bool) -> list[dict[str, Any]]:
             _, result = http("GET", f"{stack.api_url}/jobs/{job['job_id']}/result")
             row = {"calls": calls, "maps": maps, "levels": result["reduce_levels"], "llm_seconds": llm_seconds,
                    "job_seconds": seconds, "chunks": result["document"]["chunks"]}
+            row["in_flight"] = _in_flight(counts["starts"])
+            row["reduce_gaps"] = _reduce_gaps(counts["starts"], [t for t, _ in counts["map_starts"]])
             if workflow:
-                row.update(_execution_costs(sfn, view["execution_arn"]))
+                events = _history(sfn, view["execution_arn"])
+                row.update(_execution_costs(events))
+                row["batches"] = _batch_timings(events, _chunk_batches(s3, job["job_id"]), counts["map_starts"])
             rows.append(row)
     return rows
 
 
-def _execution_costs(sfn: Any, execution_arn: str) -> dict[str, Any]:
-    """State transitions and the stage functions' seconds, from the execution's history."""
+def _history(sfn: Any, execution_arn: str) -> list[dict[str, Any]]:
     events, token = [], None
     while True:
         page = sfn.get_execution_history(executionArn=execution_arn, maxResults=1000,
@@ -78,7 +83,88 @@ def _execution_costs(sfn: Any, execution_arn: str) -> dict[str, Any]:
         events += page["events"]
         token = page.get("nextToken")
         if not token:
-            break
+            return events
+
+
+def _in_flight(starts: list[float]) -> dict[str, Any]:
+    """Calls in flight at the provider per 100 ms, from the first request to the last answer: how much of the
+    phase ran below C, and the calls' share of the C·phase slot-seconds."""
+    if not starts:
+        return {"below_c_share": 0.0, "busy_share": 0.0, "timeline": ""}
+    first, last = starts[0], starts[-1] + LATENCY_SECONDS
+    ticks = [first + 0.05 + 0.1 * i for i in range(int((last - first) / 0.1))]
+    counts = [sum(1 for s in starts if s <= t < s + LATENCY_SECONDS) for t in ticks]
+    return {"below_c_share": sum(1 for c in counts if c < CONCURRENCY) / max(1, len(counts)),
+            "busy_share": len(starts) * LATENCY_SECONDS / (CONCURRENCY * (last - first)),
+            "timeline": "".join("0123456789abcdefghijklmnopqrstuvwxyz"[min(c, 35)] for c in counts)}
+
+
+def _reduce_gaps(starts: list[float], map_starts: list[float]) -> list[float]:
+    """Seconds from the last map answer to the first reduce call, and between reduce levels' first calls' answers."""
+    maps = set(map_starts)
+    reduces = [t for t in starts if t not in maps]
+    gaps, previous = [], max(map_starts) + LATENCY_SECONDS if map_starts else None
+    for t in reduces:
+        if previous is not None and t >= previous:
+            gaps.append(round(t - previous, 3))
+            previous = t + LATENCY_SECONDS
+    return gaps
+
+
+def _chunk_batches(s3: Any, job_id: str) -> dict[str, int]:
+    """The first words of each chunk → the start of the map batch that asks it (from the run's batch objects)."""
+    owner: dict[str, int] = {}
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket="docpipe-local-documents", Prefix=f"work/{job_id}/")
+    for page in pages:
+        for item in page.get("Contents", []):
+            if "/chunks/batch-" in item["Key"]:
+                stored = json.loads(s3.get_object(Bucket="docpipe-local-documents", Key=item["Key"])["Body"].read())
+                for row in stored["chunks"]:
+                    owner[row[1][:80]] = int(item["Key"].rsplit("-", 1)[-1].split(".")[0])
+    return owner
+
+
+def _batch_timings(events: list[dict[str, Any]], owner: dict[str, int],
+                   map_starts: list[tuple[float, str]]) -> dict[str, float]:
+    """Where a map batch's time goes, medians over its invocations: state entered → function started (the
+    interpreter and the Lambda dispatch), started → first call at the provider (reading the batch, the chat client),
+    last answer → function returned (storing the answers, recording), and the time a freed Map slot stays idle
+    (a batch returned → the next batch's first call)."""
+    calls: dict[int, list[float]] = {}
+    for started, excerpt in map_starts:
+        start = next((owner[k] for k in owner if k.startswith(excerpt[:60]) or excerpt.startswith(k[:60])), None)
+        if start is not None:
+            calls.setdefault(start, []).append(started)
+    by_id = {e["id"]: e for e in events}
+    batches = []
+    for event in events:
+        if event["type"] != "LambdaFunctionSucceeded":
+            continue
+        begun = by_id.get(event.get("previousEventId"))
+        scheduled = by_id.get(begun.get("previousEventId")) if begun else None
+        entered = by_id.get(scheduled.get("previousEventId")) if scheduled else None
+        details = (entered or {}).get("stateEnteredEventDetails", {})
+        if not (begun and scheduled and entered) or "Answer batch" not in details.get("name", ""):
+            continue
+        start = json.loads(details.get("input") or "{}").get("start")
+        mine = sorted(calls.get(start, []))
+        if mine:
+            batches.append((entered["timestamp"].timestamp(), begun["timestamp"].timestamp(), mine[0],
+                            mine[-1] + LATENCY_SECONDS, event["timestamp"].timestamp()))
+    if not batches:
+        return {}
+    batches.sort()
+    # The Map starts its next item when one returns: each return frees a slot, the next entered batch takes it.
+    idle = [later[2] - earlier[4] for earlier, later in zip(sorted(batches, key=lambda b: b[4]),
+                                                              batches[MAP_SLOTS:], strict=False)]
+    return {"dispatch": statistics.median(b[1] - b[0] for b in batches),
+            "to_first_call": statistics.median(b[2] - b[1] for b in batches),
+            "after_last_answer": statistics.median(b[4] - b[3] for b in batches),
+            "slot_idle": statistics.median(idle) if idle else 0.0, "count": len(batches)}
+
+
+def _execution_costs(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """State transitions and the stage functions' seconds, from the execution's history."""
     transitions = sum(1 for e in events if e["type"].endswith("StateEntered"))
     started: dict[int, Any] = {}
     lambda_seconds = 0.0
@@ -117,4 +203,20 @@ def run() -> str:
                   f"(${transitions * USD_PER_TRANSITION:.4f}), {invocations:.0f} stage invocations, "
                   f"{seconds:.1f} s of stage-function time (${seconds * 0.5 * USD_PER_GB_SECOND:.5f} at 512 MB); "
                   f"latency the state machine added: {sfn_job - queue_job:+.2f} s."]
+    batches = [r["batches"] for r in sfn_rows if r.get("batches")]
+    if batches:
+        def median(name: str) -> float:
+            return statistics.median(b[name] for b in batches)
+
+        lines += ["", f"Where a map batch's time goes (medians over {median('count'):.0f} batches a run): "
+                      f"state entered → function started {median('dispatch') * 1000:.0f} ms, → first call "
+                      f"{median('to_first_call') * 1000:.0f} ms, last answer → returned "
+                      f"{median('after_last_answer') * 1000:.0f} ms, a freed Map slot idle "
+                      f"{median('slot_idle') * 1000:.0f} ms. Gaps before each reduce level: "
+                      + "; ".join(", ".join(f"{g:.2f}" for g in r["reduce_gaps"]) for r in sfn_rows) + " s."]
+    for name, rows in paths.items():
+        share = statistics.median(r["in_flight"]["busy_share"] for r in rows)
+        middle = sorted(rows, key=lambda r: r["llm_seconds"])[len(rows) // 2]
+        lines.append(f"{name}: the calls filled {share:.0%} of C × the LLM phase; calls in flight per 100 ms "
+                     f"(g = 16) in the median run: {middle['in_flight']['timeline']}")
     return "\n".join(lines)

@@ -106,7 +106,7 @@ class Settings:
     # The Step Functions workflow (infra/workflow.asl.json): None leaves every job on the queue path.
     state_machine_arn: str | None = None
     step_functions_min_chunks: int = 200
-    step_functions_batch_calls: int = 16
+    step_functions_batch_calls: int = 32
     # Where "Job Succeeded" / "Job Failed" events go (``jobs.events``).
     event_bus: str = "default"
     # How long a presigned upload form (``POST /uploads``) may be used.
@@ -305,7 +305,7 @@ def load_settings(env: Mapping[str, str] = os.environ) -> Settings:
         keep_warm_instances=_int(env, "DOCPIPE_KEEP_WARM_INSTANCES", 1, minimum=1),
         state_machine_arn=_state_machine(env),
         step_functions_min_chunks=_int(env, "DOCPIPE_STEP_FUNCTIONS_MIN_CHUNKS", 200),
-        step_functions_batch_calls=_int(env, "DOCPIPE_STEP_FUNCTIONS_BATCH_CALLS", 16, minimum=1,
+        step_functions_batch_calls=_int(env, "DOCPIPE_STEP_FUNCTIONS_BATCH_CALLS", 32, minimum=1,
                                         maximum=1_000),
         event_bus=_event_bus(env),
         # Short, so a leaked form is soon useless; S3 checks it when the upload starts, not when it ends.

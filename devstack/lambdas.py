@@ -37,6 +37,25 @@ def forward(invoke_url: str, function_name: str, body: Any, response_headers: di
                                                                             f"{exc}"}).encode("utf-8")
 
 
+def _reuse_lambda_client() -> None:
+    """moto's interpreter builds a new boto3 client for every Lambda task (tens of milliseconds of CPU, more on a busy
+    machine), where Step Functions on AWS has its invoke path ready: one client per region, reused, as on AWS."""
+    import functools
+
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
+
+    build = lambda_eval_utils.boto_client_for
+
+    @functools.cache
+    def client(region: str, service: str) -> Any:
+        return build(region=region, service=service)
+
+    def boto_client_for(region: str, service: str, state_credentials: Any = None) -> Any:
+        return client(region, service)
+
+    lambda_eval_utils.boto_client_for = boto_client_for
+
+
 def main(argv: list[str]) -> None:
     invoke_url = argv[argv.index("--invoke-url") + 1]
     server_args = [a for i, a in enumerate(argv) if a != "--invoke-url" and (i == 0 or argv[i - 1] != "--invoke-url")]
@@ -51,6 +70,7 @@ def main(argv: list[str]) -> None:
         return forward(invoke_url, function_name, body, response_headers)
 
     LambdaSimpleBackend.invoke = invoke  # type: ignore[method-assign]
+    _reuse_lambda_client()
     from moto.server import main as serve
 
     from devstack.motoserver import make_dynamodb_atomic

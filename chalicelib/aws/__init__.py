@@ -10,7 +10,15 @@ is in ``documents.ocr``.
 
 from chalicelib.aws.executions import Executions
 from chalicelib.aws.idempotency import IdempotencyRecords, Once
-from chalicelib.aws.mapcache import CACHE_PREFIX, SHARED_OWNER, CacheWriter, MapCache, map_cache_key, map_cache_scope
+from chalicelib.aws.mapcache import (
+    CACHE_PREFIX,
+    SHARED_OWNER,
+    CacheWriter,
+    MapCache,
+    document_digest,
+    map_cache_key,
+    map_cache_scope,
+)
 from chalicelib.aws.secrets import secret_reader
 from chalicelib.aws.storage import (
     INCOMING_PREFIX,
@@ -26,5 +34,5 @@ from chalicelib.aws.versioned import Versioned, VersionedItems
 
 __all__ = ["CACHE_PREFIX", "INCOMING_PREFIX", "SHARED_OWNER", "UPLOAD_TYPES", "CacheWriter", "DocumentStore",
            "Executions", "IdempotencyRecords", "MapCache", "Once", "StoredObject", "Versioned", "VersionedItems",
-           "client_of_upload", "key_of_client", "map_cache_key", "map_cache_scope", "new_upload_key", "secret_reader",
-           "validate_client_key"]
+           "client_of_upload", "document_digest", "key_of_client", "map_cache_key", "map_cache_scope", "new_upload_key",
+           "secret_reader", "validate_client_key"]

@@ -52,12 +52,20 @@ def map_cache_key(*, endpoint: str, model: str, prompt_version: str, params: dic
                     "pages": pages, "text": text})
 
 
+def document_digest(text: str) -> str:
+    """What a scope knows of the document: a stage that has only some of its chunks carries this instead."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def map_cache_scope(*, owner: str, endpoint: str, model: str, prompt_version: str, params: dict[str, Any],
-                    document: str) -> str:
+                    document: str | None = None, document_sha256: str | None = None) -> str:
     """Where the answers about one document are kept: the owner's folder, then the hash of the same inputs with the
-    whole document's text."""
+    whole document's text (or its ``document_digest``)."""
+    digest = document_sha256 if document is None else document_digest(document)
+    if digest is None:
+        raise ValueError("a map cache scope needs the document or its digest")
     return owner + "/" + _digest({"endpoint": endpoint, "model": model, "prompt_version": prompt_version,
-                                  "params": params, "document": hashlib.sha256(document.encode("utf-8")).hexdigest()})
+                                  "params": params, "document": digest})
 
 
 class MapCache:

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from chalicelib.aws import SHARED_OWNER, CacheWriter, MapCache, map_cache_key, map_cache_scope
+from chalicelib.aws import SHARED_OWNER, CacheWriter, MapCache, document_digest, map_cache_key, map_cache_scope
 from chalicelib.documents import Chunk, Document, PageSet, TextractOCR, chunk_document, read_document
 from chalicelib.errors import JobFailure
 from chalicelib.jobs import Attempt, Job
@@ -45,7 +45,12 @@ class Outcome(enum.Enum):
 
 
 class _HandOver(Exception):
-    """The document is long enough for the workflow (DOCPIPE_STEP_FUNCTIONS_MIN_CHUNKS): stop before the map."""
+    """The document is long enough for the workflow (DOCPIPE_STEP_FUNCTIONS_MIN_CHUNKS): stop before the map.
+    ``extracted`` is what the worker read and chunked, handed to the workflow so that it does not read it again."""
+
+    def __init__(self, extracted: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.extracted = extracted
 
 
 @dataclass
@@ -86,8 +91,8 @@ def run_job(attempt: Attempt, services: Services, *, deadline: float | None = No
     except JobFailure as failure:
         services.lifecycle.fail(attempt, failure, usage=run.usage.to_dict(), warnings=run.warnings)
         return Outcome.FAILED
-    except _HandOver:
-        return _hand_over(attempt, services)
+    except _HandOver as handed:
+        return _hand_over(attempt, services, handed.extracted)
     finally:
         _emit_model_metrics(run)
     run.timings["total_seconds"] = round(time.monotonic() - started, 3)
@@ -108,18 +113,7 @@ async def _run(run: JobRun, model: str) -> dict[str, Any]:
         # Refused at submit too; a job queued before the endpoint was unset still ends with a reason.
         raise JobFailure("llm_unavailable", f"the {kind} task needs an LLM endpoint (set OPENAI_API_KEY and/or "
                                             f"OPENAI_BASE_URL): docpipe's offline provider cannot {NEEDS_LLM[kind]}")
-    clock = time.monotonic()
-    data = services.documents.read_document(job.document["s3_key"], settings.max_document_bytes)
-    pages = read_document(data, max_pages=settings.max_document_pages,
-                          declared_type=job.document.get("declared_type"), limits=settings.reading_limits)
-    run.timings["extract_seconds"] = round(time.monotonic() - clock, 3)
-    if services.ocr is not None and pages.kind == "pdf" and pages.needs_ocr():
-        pages = _read_by_ocr(run, services.ocr, pages, data)
-    try:
-        document = pages.document()
-    finally:
-        run.warnings[:0] = pages.warnings()
-
+    document = read_job_document(run)
     clock = time.monotonic()
     from chalicelib.documents import get_encoding
 
@@ -129,7 +123,8 @@ async def _run(run: JobRun, model: str) -> dict[str, Any]:
     run.usage.document_tokens = sum(c.tokens for c in chunks)
     run.timings["chunk_seconds"] = round(time.monotonic() - clock, 3)
     if _routed(job, services, chunks=len(chunks)):
-        raise _HandOver()
+        raise _HandOver({"document": document, "chunks": chunks, "warnings": run.warnings, "ocr": run.usage.ocr,
+                         "extract_seconds": run.timings["extract_seconds"] + run.timings["chunk_seconds"]})
     services.lifecycle.count_chunks(run.attempt, len(chunks), run.warnings)
     logger.info("document chunked", extra={"pages": document.page_count, "chunks": len(chunks),
                                            "document_tokens": run.usage.document_tokens})
@@ -182,9 +177,32 @@ def _routed(job: Job, services: Services, *, chunks: int | None) -> bool:
                           available=services.executions is not None)
 
 
-def _hand_over(attempt: Attempt, services: Services) -> Outcome:
-    """Start the job's workflow execution, named by its run: a redelivery finds it started and starts nothing."""
+def read_job_document(run: JobRun) -> Document:
+    """The job's document as text: read (``extract_seconds`` in the run's timings), its pages without text read by
+    OCR when configured, the reader's warnings first among the run's."""
+    services, job, settings = run.services, run.job, run.services.settings
+    clock = time.monotonic()
+    data = services.documents.read_document(job.document["s3_key"], settings.max_document_bytes)
+    pages = read_document(data, max_pages=settings.max_document_pages,
+                          declared_type=job.document.get("declared_type"), limits=settings.reading_limits)
+    run.timings["extract_seconds"] = round(time.monotonic() - clock, 3)
+    if services.ocr is not None and pages.kind == "pdf" and pages.needs_ocr():
+        pages = _read_by_ocr(run, services.ocr, pages, data)
+    try:
+        return pages.document()
+    finally:
+        run.warnings[:0] = pages.warnings()
+
+
+def _hand_over(attempt: Attempt, services: Services, extracted: dict[str, Any] | None = None) -> Outcome:
+    """Start the job's workflow execution, named by its run: a redelivery finds it started and starts nothing.
+    What the worker extracted is stored first, where the workflow's extract stage finds it instead of reading the
+    document again."""
     assert services.executions is not None
+    if extracted is not None:
+        from chalicelib.pipeline.workflow import store_chunks
+
+        store_chunks(services, attempt.job_id, attempt.job.run_name, **extracted)
     arn = services.executions.start(attempt.job.run_name, attempt.job_id)
     services.lifecycle.hand_over(attempt, execution_arn=arn)
     return Outcome.HANDED_OVER
@@ -244,7 +262,7 @@ def _task_for(run: JobRun, document: Document, chunks: list[Chunk], chat: Any, e
 
 
 @dataclass
-class _JobCache:
+class JobCache:
     """The map cache as one job uses it: its chunks' keys, the answers found, the answers to store."""
 
     task: ChunkTask
@@ -270,18 +288,26 @@ class _JobCache:
         await self._writer.flush()
 
 
-def _map_cache(run: JobRun, task: ChunkTask, document: Document, chunks: list[Chunk], model: str) -> _JobCache | None:
+def _map_cache(run: JobRun, task: ChunkTask, document: Document, chunks: list[Chunk], model: str) -> JobCache | None:
     """The job's view of the map cache; None when there is no cache or the task's answers are not cached."""
+    return map_cache_for(run.services, run.job, task, chunks, model=model,
+                         document_sha256=document_digest(document.text), usage=run.usage)
+
+
+def map_cache_for(services: Services, job: Job, task: ChunkTask, chunks: list[Chunk], *, model: str,
+                  document_sha256: str, usage: Usage) -> JobCache | None:
+    """The map cache for ``chunks`` of one job's document (all of them, or a workflow batch's); None when there is
+    no cache or the task's answers are not cached."""
     params = task.cache_params()
-    cache = run.services.map_cache
+    cache = services.map_cache
     if cache is None or params is None:
         return None
-    identity: dict[str, Any] = {"endpoint": run.services.llm.base_url or "", "model": model,
-                "prompt_version": task.prompt_version, "params": params}
-    owner = SHARED_OWNER if run.services.settings.map_cache_shared else (run.job.client or "_unowned")
-    scope = map_cache_scope(owner=owner, **identity, document=document.text)
+    identity: dict[str, Any] = {"endpoint": services.llm.base_url or "", "model": model,
+                                "prompt_version": task.prompt_version, "params": params}
+    owner = SHARED_OWNER if services.settings.map_cache_shared else (job.client or "_unowned")
+    scope = map_cache_scope(owner=owner, **identity, document_sha256=document_sha256)
     keys = {c.index: map_cache_key(**identity, pages=c.pages, text=c.text) for c in chunks}
-    return _JobCache(task, keys, scope, cache, run.usage)
+    return JobCache(task, keys, scope, cache, usage)
 
 
 class _ProgressWriter:

@@ -15,20 +15,26 @@ budget, checked by every call against what every stage and task spent before it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
+import hashlib
 import json
 import math
 import time
 import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from chalicelib.aws import document_digest
 from chalicelib.documents import Chunk, Document
 from chalicelib.errors import CircuitOpen, JobFailure, Throttled
 from chalicelib.jobs import Attempt, Job
-from chalicelib.llm import Budget, MeteredChat, Usage, total_spend
+from chalicelib.llm import Budget, Completion, MeteredChat, Usage, total_spend
 from chalicelib.observability import logger
 from chalicelib.pipeline.mapreduce import halve_chunk, map_chunks
+from chalicelib.pipeline.run import JobCache, map_cache_for
 from chalicelib.tasks import NEEDS_LLM, task_for
 
 if TYPE_CHECKING:
@@ -64,6 +70,33 @@ def map_concurrency(llm_concurrency: int) -> int:
 def batch_gate(llm_concurrency: int) -> int:
     """Calls one map batch has in flight: with ``map_concurrency`` batches at once, never more than the concurrency."""
     return max(1, llm_concurrency // map_concurrency(llm_concurrency))
+
+
+def plan_batches(chunks: int, *, max_batch: int, llm_concurrency: int) -> list[tuple[int, int]]:
+    """The map batches' (first chunk, size): as few as ``max_batch`` allows, balanced so that every Map slot asks
+    the same number of calls in the same number of batches.
+
+    The Map starts a batch when one returns, so batches of one size per round end together and no slot idles while
+    another still has a round to go; sizes are multiples of a batch's calls in flight, so no wave runs part-empty
+    (but the document's last). With C = 16 (4 slots of 4 calls), 399 chunks and batches of at most 32: 4 rounds of
+    28, 24, 24, 24 chunks per slot — 25 waves a slot, the least 399 calls at 16 at once can take.
+    """
+    if chunks <= 0:
+        return []
+    slots, in_flight = map_concurrency(llm_concurrency), batch_gate(llm_concurrency)
+    if max_batch < in_flight:
+        return [(first, min(max_batch, chunks - first)) for first in range(0, chunks, max_batch)]
+    waves_per_slot = math.ceil(math.ceil(chunks / in_flight) / slots)
+    rounds = math.ceil(waves_per_slot / (max_batch // in_flight))
+    plan, first = [], 0
+    for round_ in range(rounds):
+        waves = waves_per_slot // rounds + (1 if round_ < waves_per_slot % rounds else 0)
+        for _slot in range(slots):
+            size = min(waves * in_flight, chunks - first)
+            if size > 0:
+                plan.append((first, size))
+                first += size
+    return plan
 
 
 def job_budget(job: Job, default_max_total_tokens: int) -> Budget:
@@ -124,42 +157,68 @@ def validate(services: Services, job_id: str, *, run: str, execution_arn: str) -
 
 
 def extract(services: Services, job_id: str, *, run: str, deadline: float | None = None) -> dict[str, Any]:
-    """Read and chunk the document once for every task; the chunks go to S3, the batches' starts into the state."""
-    from chalicelib.documents import chunk_document, get_encoding, read_document
-    from chalicelib.pipeline.run import JobRun, _read_by_ocr
+    """Read and chunk the document once for every task; the chunks go to S3, the batches' starts into the state.
+    A worker that counted the document's chunks before handing it over stored them already: they are used as is."""
+    from chalicelib.documents import chunk_document, get_encoding
+    from chalicelib.pipeline.run import JobRun, read_job_document
 
     stage = Stage.open(services, job_id, run, "extract", deadline=deadline)
+    if stage.exists(OUTLINE):
+        outline = stage.get(OUTLINE)
+        services.lifecycle.workflow_chunks(job_id, outline["total"], outline["warnings"])
+        logger.info("document chunked by the worker, for the workflow", extra={"chunks": outline["total"]})
+        return _extracted(services, job_id, run, outline)
     job, settings = stage.job, services.settings
     clock = time.monotonic()
-    data = services.documents.read_document(job.document["s3_key"], settings.max_document_bytes)
-    pages = read_document(data, max_pages=settings.max_document_pages,
-                          declared_type=job.document.get("declared_type"), limits=settings.reading_limits)
     usage = Usage(model=stage.model(job.task), provider="openai" if services.llm.uses_openai else "offline")
     run_view = JobRun(Attempt(job), services, usage, deadline=deadline)
-    if services.ocr is not None and pages.kind == "pdf" and pages.needs_ocr():
-        pages = _read_by_ocr(run_view, services.ocr, pages, data)
-    try:
-        document = pages.document()
-    finally:
-        run_view.warnings[:0] = pages.warnings()
+    document = read_job_document(run_view)
     # Every task shares the chunks: they are cut with the first task's model's tokenizer.
     chunks = chunk_document(document, encoding=get_encoding(stage.model(job.task)), max_tokens=settings.chunk_tokens,
                             overlap_tokens=settings.chunk_overlap_tokens)
-    step = settings.step_functions_batch_calls
-    key = stage.put("document.json", {
-        "document": {"text": document.text, "page_starts": document.page_starts, "kind": document.kind},
-        "chunks": [[c.index, c.text, c.start, c.end, c.first_page, c.last_page, c.tokens] for c in chunks],
-        "warnings": run_view.warnings, "ocr": usage.ocr, "extract_seconds": round(time.monotonic() - clock, 3)})
-    for first in range(0, len(chunks), step):
-        # What one map batch reads: its own chunks, not the whole document.
-        stage.put(f"chunks/batch-{first:06d}.json", {
-            "page_starts": document.page_starts, "kind": document.kind, "total": len(chunks),
-            "chunks": [[c.index, c.text, c.start, c.end, c.first_page, c.last_page, c.tokens]
-                       for c in chunks[first:first + step]]})
+    outline = store_chunks(services, job_id, run, document=document, chunks=chunks, warnings=run_view.warnings,
+                           ocr=usage.ocr, extract_seconds=time.monotonic() - clock)
     services.lifecycle.workflow_chunks(job_id, len(chunks), run_view.warnings)
     logger.info("document chunked for the workflow", extra={"chunks": len(chunks), "pages": document.page_count})
-    return {"document_key": key, "chunks": len(chunks), "batches": list(range(0, len(chunks), step)),
-            "map_concurrency": map_concurrency(settings.llm_concurrency)}
+    return _extracted(services, job_id, run, outline)
+
+
+# What a reduce level reads of the document, written last: once it exists, every object of the run's document does.
+OUTLINE = "outline.json"
+
+
+def store_chunks(services: Services, job_id: str, run: str, *, document: Document, chunks: list[Chunk],
+                 warnings: list[str], ocr: dict[str, Any] | None, extract_seconds: float) -> dict[str, Any]:
+    """Everything the workflow's later stages read of the document, under the run's work prefix: the document and
+    its chunks (the store stage), one object per map batch, and the outline; returns the outline."""
+    settings = services.settings
+
+    def put(name: str, body: dict[str, Any]) -> None:
+        services.documents.put_json(work_key(job_id, run, name), body)
+
+    plan = plan_batches(len(chunks), max_batch=settings.step_functions_batch_calls,
+                        llm_concurrency=settings.llm_concurrency)
+    put("document.json", {
+        "document": {"text": document.text, "page_starts": document.page_starts, "kind": document.kind},
+        "chunks": [[c.index, c.text, c.start, c.end, c.first_page, c.last_page, c.tokens] for c in chunks],
+        "warnings": warnings, "ocr": ocr, "extract_seconds": round(extract_seconds, 3)})
+    digest = document_digest(document.text)
+    for first, size in plan:
+        # What one map batch reads: its own chunks, not the whole document.
+        put(f"chunks/batch-{first:06d}.json", {
+            "page_starts": document.page_starts, "kind": document.kind, "total": len(chunks), "document_sha256": digest,
+            "chunks": [[c.index, c.text, c.start, c.end, c.first_page, c.last_page, c.tokens]
+                       for c in chunks[first:first + size]]})
+    outline = {"page_starts": document.page_starts, "kind": document.kind, "total": len(chunks),
+               "document_sha256": digest, "batches": [first for first, _size in plan], "warnings": warnings}
+    put(OUTLINE, outline)
+    return outline
+
+
+def _extracted(services: Services, job_id: str, run: str, outline: dict[str, Any]) -> dict[str, Any]:
+    """The extract stage's output: S3 pointers and small numbers only."""
+    return {"document_key": work_key(job_id, run, "document.json"), "chunks": outline["total"],
+            "batches": outline["batches"], "map_concurrency": map_concurrency(services.settings.llm_concurrency)}
 
 
 @dataclass
@@ -169,17 +228,26 @@ class _Prepared:
     meta: dict[str, Any]
 
 
-def _load_batch(stage: Stage, start: int, size: int) -> tuple[_Prepared, list[Chunk]]:
+def _load_batch(stage: Stage, start: int) -> tuple[_Prepared, list[Chunk]]:
     """The document as a map batch needs it, and the batch's chunks. An LLM task reads only the count of the
     document's chunks (its prompts' answer lengths depend on it), so only the batch's own chunks are loaded; the
     offline summarizer ranks sentences over the whole text, so it loads the document."""
+    stored = stage.get(f"chunks/batch-{start:06d}.json")
+    batch = [Chunk(*row) for row in stored["chunks"]]
     if stage.services.llm.uses_openai:
-        stored = stage.get(f"chunks/batch-{start:06d}.json")
-        batch = [Chunk(*row) for row in stored["chunks"]]
         chunks = [batch[0]] * stored["total"]  # only its length is read
         return _Prepared(Document("", stored["page_starts"], stored["kind"]), chunks, stored), batch
     prepared = _load_document(stage)
-    return prepared, prepared.chunks[start:start + size]
+    prepared.meta["document_sha256"] = stored.get("document_sha256") or document_digest(prepared.document.text)
+    return prepared, prepared.chunks[start:start + len(batch)]
+
+
+def _load_outline(stage: Stage) -> _Prepared:
+    """What an LLM task's reduce reads of the document: its page starts, its kind and its number of chunks (one
+    small object, not the whole document a reduce level would otherwise read and parse each time)."""
+    stored = stage.get(OUTLINE)
+    chunk = Chunk(0, "", 0, 0, 1, 1, 0)
+    return _Prepared(Document("", stored["page_starts"], stored["kind"]), [chunk] * stored["total"], stored)
 
 
 def _load_document(stage: Stage) -> _Prepared:
@@ -189,10 +257,44 @@ def _load_document(stage: Stage) -> _Prepared:
     return _Prepared(document, chunks, stored)
 
 
+class KeptCalls:
+    """A chat that answers again, without asking, a call an earlier invocation of the same step already paid for.
+
+    A reduce level's calls are the same on every attempt (the same partials, grouped the same way), so a level that
+    fails midway keeps its answers (``answered``) and its retry asks only the groups still unanswered.
+    """
+
+    def __init__(self, kept: dict[str, dict[str, Any]] | None = None) -> None:
+        self.chat: Any = None
+        self.kept = dict(kept or {})
+        self.answered: dict[str, dict[str, Any]] = {}
+
+    @staticmethod
+    def _key(messages: list[dict[str, str]], max_tokens: int, response_format: dict[str, Any] | None) -> str:
+        text = json.dumps([messages, max_tokens, response_format], sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+    async def complete(self, messages: list[dict[str, str]], *, max_tokens: int,
+                       response_format: dict[str, Any] | None = None) -> Completion:
+        key = self._key(messages, max_tokens, response_format)
+        if key in self.kept:
+            # Paid for, and counted, by the invocation that asked it.
+            return Completion(**{**self.kept[key], "latency_seconds": 0.0, "retries": 0})
+        options: dict[str, Any] = {} if response_format is None else {"response_format": response_format}
+        completion: Completion = await self.chat.complete(messages, max_tokens=max_tokens, **options)
+        self.answered[key] = dataclasses.asdict(completion)
+        return completion
+
+    @property
+    def all(self) -> dict[str, dict[str, Any]]:
+        return {**self.kept, **self.answered}
+
+
 class _TaskRun:
     """One task of the job inside one stage invocation: its implementation, metered against the job's one budget."""
 
-    def __init__(self, stage: Stage, index: int, prepared: _Prepared, *, calls_in_flight: int | None = None) -> None:
+    def __init__(self, stage: Stage, index: int, prepared: _Prepared, *, calls_in_flight: int | None = None,
+                 kept: KeptCalls | None = None) -> None:
         from chalicelib.documents import get_encoding
 
         services, job = stage.services, stage.job
@@ -211,7 +313,10 @@ class _TaskRun:
             self.chat, usage=self.usage, prices=settings.prices,
             budget=job_budget(job, settings.default_max_total_tokens),
             deadline=None if stage.deadline is None else stage.deadline - FINISH_SECONDS, latencies=[])
-        self.task = task_for(self.spec, chat=metered, settings=settings, document=prepared.document,
+        chat: Any = metered
+        if kept is not None and metered is not None:
+            kept.chat, chat = metered, kept
+        self.task = task_for(self.spec, chat=chat, settings=settings, document=prepared.document,
                              chunks=prepared.chunks,
                              count_tokens=lambda text: len(encoding.encode(text, disallowed_special=())),
                              warn=self.warnings.append)
@@ -238,18 +343,34 @@ def map_batch(services: Services, job_id: str, *, run: str, task: int, start: in
     """
     stage = Stage.open(services, job_id, run, "map", task=task, deadline=deadline)
     name = f"task{task}/batch-{start:06d}.json"
-    if stage.exists(name):
-        return {}  # answered by an invocation whose result the workflow did not see (a retry): never asked twice
-    prepared, batch = _load_batch(stage, start, services.settings.step_functions_batch_calls)
-    work = _TaskRun(stage, task, prepared, calls_in_flight=batch_gate(services.settings.llm_concurrency))
     kept = f"task{task}/batch-{start:06d}.answered.json"
+    # One round trip's wait, not three: whether it was answered, what an earlier invocation kept, its chunks.
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        answered_before, kept_before = pool.map(stage.exists, (name, kept))
+        loaded = pool.submit(_load_batch, stage, start)
+    if answered_before:
+        return {}  # answered by an invocation whose result the workflow did not see (a retry): never asked twice
+    prepared, batch = loaded.result()
+    work = _TaskRun(stage, task, prepared, calls_in_flight=batch_gate(services.settings.llm_concurrency))
     known: dict[int, list[Any]] = {}
-    if stage.exists(kept):
+    if kept_before:
         known = {int(i): [work.task.load(a) for a in answers] for i, answers in stage.get(kept)["known"].items()}
+    # Answers go to the map cache as they arrive: a batch that crashes, or whose invocation ran out of time, loses
+    # at most the last second of them, and a later run (the client's retry) of the same document finds them too.
+    digest = prepared.meta.get("document_sha256")  # absent from a batch an earlier release cut: no cache then
+    cache = None if digest is None else map_cache_for(services, stage.job, work.task, batch,
+                                                      model=stage.model(work.spec), document_sha256=digest,
+                                                      usage=work.usage)
     answered: dict[int, list[Any]] = {}
+
+    def store_answers(answers: list[Any]) -> None:
+        learned: dict[str, Any] = getattr(work.task, "learned", dict)()
+        stage.put(name, {"answers": [work.task.dump(a) for a in answers], "warnings": work.warnings,
+                         "learned": learned})
+
     try:
         services.llm.refresh()
-        answers = asyncio.run(_map(work, batch, known, answered))
+        asyncio.run(_map(work, batch, known, answered, cache, store_answers))
     except (CircuitOpen, Throttled) as slow:
         # Longer than an invocation should wait: the workflow waits instead (a Wait state, no Lambda running).
         _keep(stage, work, kept, {**known, **answered}, known)
@@ -262,9 +383,6 @@ def map_batch(services: Services, job_id: str, *, run: str, task: int, start: in
         # The calls it paid for count (usage and budget): the retry reuses their answers and never pays for them.
         _record_spend(work, f"m{start}")
         raise
-    learned: dict[str, Any] = getattr(work.task, "learned", dict)()
-    stage.put(name, {"answers": [work.task.dump(a) for a in answers], "warnings": work.warnings,
-                     "learned": learned})
     work.record(f"m{start}", progress={f"{task}/{start}": len(batch)})
     return {}
 
@@ -277,39 +395,68 @@ def _record_spend(work: _TaskRun, part: str) -> None:
         logger.exception("the spend of a failed map batch could not be recorded")
 
 
+def _keep_calls(stage: Stage, name: str, kept: KeptCalls) -> None:
+    """Keep a failing level's answers; a failure to keep them must not hide the level's own error."""
+    try:
+        stage.put(name, {"calls": kept.all})
+    except Exception:
+        logger.exception("the answers of a failed reduce level could not be kept")
+
+
 def _keep(stage: Stage, work: _TaskRun, name: str, answered: dict[int, list[Any]], known: dict[int, list[Any]]) -> None:
     """What this invocation paid for, for the next one to reuse (only when it adds something)."""
     if len(answered) > len(known):
         stage.put(name, {"known": {str(i): [work.task.dump(a) for a in answers] for i, answers in answered.items()}})
 
 
-async def _map(work: _TaskRun, batch: list[Chunk], known: dict[int, list[Any]],
-               answered: dict[int, list[Any]]) -> list[Any]:
+async def _map(work: _TaskRun, batch: list[Chunk], known: dict[int, list[Any]], answered: dict[int, list[Any]],
+               cache: JobCache | None, store_answers: Callable[[list[Any]], None]) -> None:
     async def remember(chunk: Chunk, answers: list[Any]) -> None:
         answered[chunk.index] = answers
+        if cache is not None:
+            await cache.remember(chunk, answers)
 
+    flushed = False
     try:
         prime = getattr(work.chat, "prime", None)
-        if prime is not None:
-            await prime()
-        return await map_chunks(work.task, batch, gate=work.gate, known=known, halve=work.halve,
-                                on_answer=remember, warn=work.warnings.append)
+        # The circuit's state is read while the cache is: every first call would otherwise wait for it.
+        cached, _ = await asyncio.gather(cache.known() if cache is not None else _nothing(),
+                                         prime() if prime is not None else _nothing())
+        known.update({index: answers for index, answers in (cached or {}).items() if index not in known})
+        answers = await map_chunks(work.task, batch, gate=work.gate, known=known, halve=work.halve,
+                                   on_answer=remember, warn=work.warnings.append)
+        # The batch's answers are stored beside the cache's last store, not after it.
+        flushed = True
+        await asyncio.gather(asyncio.to_thread(store_answers, answers),
+                             cache.flush() if cache is not None else _nothing())
     finally:
-        await work.close()
+        try:
+            if cache is not None and not flushed:
+                await cache.flush()
+        finally:
+            await work.close()
+
+
+async def _nothing() -> dict[int, list[Any]]:
+    return {}
 
 
 def aggregate(services: Services, job_id: str, *, run: str, task: int, level: int, batches: list[int],
               deadline: float | None = None) -> dict[str, Any]:
     """One reduce level of task ``task``: ``{"done": false, "level": n}`` until the answer is stored."""
     stage = Stage.open(services, job_id, run, "aggregate", task=task, deadline=deadline)
-    prepared = _load_document(stage)
-    work = _TaskRun(stage, task, prepared)
+    # (An execution whose document an earlier release stored has no outline: it reads the document.)
+    prepared = _load_outline(stage) if services.llm.uses_openai and stage.exists(OUTLINE) else _load_document(stage)
+    kept_name = f"task{task}/level-{level}.answered.json"
+    kept = KeptCalls(stage.get(kept_name)["calls"] if stage.exists(kept_name) else None)
+    work = _TaskRun(stage, task, prepared, kept=kept)
     warnings: list[str] = []
     learned: dict[str, Any] = {}
     if level == 0:
         partials = []
-        for start in batches:
-            stored = stage.get(f"task{task}/batch-{start:06d}.json")
+        with ThreadPoolExecutor(max_workers=min(16, max(1, len(batches)))) as pool:
+            answered = list(pool.map(stage.get, [f"task{task}/batch-{start:06d}.json" for start in batches]))
+        for stored in answered:
             partials += [work.task.load(a) for a in stored["answers"]]
             warnings += stored["warnings"]
             learned.update(stored.get("learned") or {})
@@ -322,7 +469,9 @@ def aggregate(services: Services, job_id: str, *, run: str, task: int, level: in
     try:
         left, levels, final = asyncio.run(_reduce(work, partials, level))
     except BaseException:
-        # A level is not kept part way (its retry asks it again), but what was paid for counts all the same.
+        # What the level answered before it failed is kept for its retry, and what was paid for counts.
+        if len(kept.all) > len(kept.kept):
+            _keep_calls(stage, kept_name, kept)
         _record_spend(work, f"r{level}")
         raise
     if final is None:

@@ -585,7 +585,7 @@ def test_the_policy_check_refuses_wildcards_other_stages_and_missing_log_grants(
     assert altered(lambda s: by_sid(s, "JobRows").update(
         Resource=f"arn:aws:dynamodb:{REGION}:{stage.account}:table/docpipe-prod-jobs"))
     assert altered(lambda s: by_sid(s, "WriteOwnLogs").update(Resource="arn:aws:logs:*:*:*"))
-    assert altered(lambda s: by_sid(s, "WriteResultsAndCachedAnswers").pop("Condition"))
+    assert altered(lambda s: by_sid(s, "WriteResultsCachedAnswersAndHandedOverChunks").pop("Condition"))
     assert altered(lambda s: by_sid(s, "WriteTraces")["Action"].clear())
 
 
