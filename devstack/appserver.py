@@ -56,7 +56,6 @@ def run(port: int, emulator_url: str, *, stage: str = "local", schedule_seconds:
     app_module = import_app(stage, emulator_url, port, workflow=invoke_port is not None)
     from chalice.app import S3EventConfig
     from chalice.cli.factory import CLIFactory
-    from chalice.local import create_local_server
 
     from devstack.containers import ContainerPool
     from devstack.dispatcher import Dispatcher
@@ -77,7 +76,7 @@ def run(port: int, emulator_url: str, *, stage: str = "local", schedule_seconds:
             settings.setdefault(name, {})["lambda_timeout"] = worker_timeout
 
     config = CLIFactory(project_dir=str(PROJECT)).create_config_obj(chalice_stage_name=stage)
-    server = create_local_server(app_module.app, config, "127.0.0.1", port)
+    server = local_server(app_module.app, config, port)
     handlers = {source.name: getattr(app_module, source.name) for source in app_module.app.event_sources}
     handlers.update({function.name: getattr(app_module, function.name)
                      for function in app_module.app.pure_lambda_functions})
@@ -108,6 +107,20 @@ def run(port: int, emulator_url: str, *, stage: str = "local", schedule_seconds:
         dispatcher.stop()
         printer.stop()
         containers.close()
+
+
+def local_server(app, config, port: int):
+    """``chalice local``'s server (``chalice.local.create_local_server``), taking a burst's connections as API Gateway
+    does: socketserver listens with a backlog of 5, and a sixth client connecting at once is reset or kept waiting
+    for a SYN retransmit (a second) while the server is busy."""
+    from chalice.local import CustomLocalChalice, LocalChalice, LocalDevServer, ThreadedHTTPServer
+
+    class Listening(ThreadedHTTPServer):
+        request_queue_size = 256
+
+    CustomLocalChalice.__bases__ = (LocalChalice, app.__class__)
+    app.__class__ = CustomLocalChalice
+    return LocalDevServer(app, config, "127.0.0.1", port, server_cls=Listening)
 
 
 def serve_invokes(dispatcher, port: int, *, prefix: str):

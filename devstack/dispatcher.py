@@ -1,10 +1,12 @@
 """What Lambda's event sources do on AWS, done for the local stack, as concurrently as Lambda does it.
 
 ``chalice local`` serves routes only; nothing would ever call the app's SQS, S3 or schedule handlers. These
-threads do what the AWS services do: long-poll each queue and hand batches to its handler in Lambda's event shape,
-up to the mapping's ``maximum_concurrency`` batches at once (delete what succeeded, honour ``batchItemFailures``,
-leave failures to the visibility timeout and the redrive policy); turn each S3 notification into an invocation of
-its own, all at once (retrying a failing handler twice, as Lambda's async invoke does); and fire each schedule.
+threads do what the AWS services do: long-poll each queue and hand batches to its handler in Lambda's event shape
+(each gathered until it holds ``batch_size`` messages or the mapping's ``maximum_batching_window_in_seconds`` has
+passed), up to the mapping's ``maximum_concurrency`` batches at once (delete what succeeded, honour
+``batchItemFailures``, leave failures to the visibility timeout and the redrive policy); turn each S3 notification
+into an invocation of its own, all at once (retrying a failing handler twice, as Lambda's async invoke does); and
+fire each schedule.
 
 Everything that runs a function of the app goes through one entry point, ``Dispatcher.invoke(function_name, event)``
 (the state machine's Lambda tasks too). It hands the invocation to ``runner``: in the local stack a
@@ -34,6 +36,8 @@ ASYNC_ATTEMPTS = 3  # Lambda's asynchronous invocation: the first try and two re
 # An SQS mapping without maximum_concurrency: Lambda's pollers start with five batches at once.
 DEFAULT_SQS_CONCURRENCY = 5
 COPY_ATTRIBUTE = "devstack-duplicate-of"
+# How often a batch still inside its mapping's batching window looks for more messages.
+GATHER_POLL_SECONDS = 0.1
 
 
 def _context(name: str, timeout_seconds: int, memory: int) -> LambdaContext:
@@ -151,9 +155,29 @@ class Dispatcher:
             if not messages:
                 slots.release()
                 continue
+            messages += self._gather(url, source, len(messages))
             if self._duplicate:
                 self._send_copies(url, messages)
             self._in_background(f"{source.name}:batch", self._run_batch, source, url, arn, messages, slots)
+
+    def _gather(self, url: str, source: SQSEventConfig, received: int) -> list[dict]:
+        """More messages for a batch that is not full, until it is or the mapping's batching window has passed since
+        its first message, as Lambda's poller does (the window is whole seconds, so this polls short and often)."""
+        window = getattr(source, "maximum_batching_window_in_seconds", 0) or 0
+        wanted = min(source.batch_size, 10) - received
+        more: list[dict] = []
+        until = time.monotonic() + window
+        while len(more) < wanted and not self._stop.is_set():
+            left = until - time.monotonic()
+            if left <= 0:
+                break
+            got = self._sqs.receive_message(
+                QueueUrl=url, MaxNumberOfMessages=wanted - len(more), WaitTimeSeconds=0,
+                MessageSystemAttributeNames=["All"], MessageAttributeNames=["All"]).get("Messages", [])
+            more += got
+            if not got:
+                self._stop.wait(min(left, GATHER_POLL_SECONDS))
+        return more
 
     def _run_batch(self, source: SQSEventConfig, url: str, arn: str, messages: list[dict],
                    slots: threading.BoundedSemaphore) -> None:

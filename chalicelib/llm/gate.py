@@ -4,8 +4,10 @@ and an adaptive window, with the worker's jobs taking turns.
 Every call to one endpoint and model in a worker (a Lambda container) goes through one ``CallGate``, whichever job
 and thread it comes from: the records of a batch run side by side, each on its own event loop. A call waits in its
 job's line; when a unit is free (``SharedLimits``: the worker's share of ``DOCPIPE_LLM_MAX_IN_FLIGHT``), its share
-of the requests and tokens per minute allows, and no pause is in force, the job with the fewest calls in flight goes
-next. So a one-chunk job in the same container as a 1,000-chunk one is served at the next free unit::
+of the requests and tokens per minute allows, and no pause is in force, the job with the fewest calls left (waiting
+and in flight) goes next: shortest remaining work first. So a one-chunk job in the same container as a 1,000-chunk
+one is served at the next free unit, a job's reduce goes before other jobs' maps, and the jobs a worker started
+first finish first instead of all finishing together at the end of a burst::
 
     ticket = await gate.admit(job, tokens=1_800, deadline=time.monotonic() + 60)   # Throttled past the deadline
     try:
@@ -138,7 +140,11 @@ class Admission:
                 return admitted, self.paused_until
             if self.busy >= self.cap:
                 return admitted, None
-            job = min(self._lines, key=lambda j: (self._in_flight.get(j, 0), self._lines[j][0].order))
+            # The job closest to its end goes first (its calls waiting and in flight): a job's reduce, a started
+            # job's last maps and a small job all come before a long job's next map, which shortens a burst's tail
+            # and a small job's wait without leaving a unit idle.
+            job = min(self._lines, key=lambda j: (len(self._lines[j]) + self._in_flight.get(j, 0),
+                                                  self._lines[j][0].order))
             ticket = self._lines[job][0]
             wait = max(self._requests.wait_for(1, now) if self._requests else 0.0,
                        self._tokens.wait_for(ticket.tokens, now) if self._tokens else 0.0)

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from chalicelib.aws.versioned import VersionedItems
+from chalicelib.aws.versioned import Versioned, VersionedItems
 from chalicelib.llm.fairshare import Claim, fair_shares
 from chalicelib.observability import logger
 
@@ -128,6 +128,7 @@ class _Local:
     demand: Demand = Demand()
     units: int = 0
     target: int | None = None
+    claimed: int = 0  # the demand ``target`` was decided for: a larger one may deserve a larger share
     idle_since: float | None = None
     last_sync: float = 0.0
     last_write: float = 0.0
@@ -159,6 +160,7 @@ class SharedLimits:
         self._thread: threading.Thread | None = None
         self._stopped = False
         self._failing_since: float | None = None
+        self._seen: Versioned | None = None  # the item as this worker last read or wrote it
 
     def subscribe(self, listener: Callable[[Allowance], None]) -> None:
         self._listeners.append(listener)
@@ -175,8 +177,8 @@ class SharedLimits:
             else:
                 local.idle_since = None
                 local.settled.clear()
-            below = local.target is None or local.units < local.target
-            if (demand.calls > local.units and below and before.calls <= local.units) or \
+            asks = min(self.capacity, demand.calls) > local.claimed >= min(self.capacity, before.calls)
+            if (demand.calls > local.units and self._may_grow() and (before.calls <= local.units or asks)) or \
                     (local.target is not None and local.units > max(local.target, demand.busy)):
                 local.urgent = True
             if demand != before:
@@ -212,13 +214,14 @@ class SharedLimits:
                 demand = Demand(busy=local.units, jobs=1)  # kept a moment for the job's next call (map, reduce)
             pause = local.pause_until
             renew = now - local.last_write > RENEW_SECONDS
-            local.urgent = False
+            urgent, local.urgent = local.urgent, False
         try:
-            allowance = self._decide(demand, now, renew, pause)
+            allowance = self._decide(demand, now, renew, pause, urgent)
         except Exception as exc:  # DynamoDB unreachable or throttled: work on alone, politely, and retry
             allowance = self._fall_back(exc, demand)
         with self._lock:
             local.units = allowance.units
+            local.claimed = min(self.capacity, demand.calls)
             local.last_sync = now
             if allowance.units == 0 and local.demand.calls == 0:
                 local.settled.set()
@@ -226,15 +229,22 @@ class SharedLimits:
             listener(allowance)
         return allowance
 
-    def _decide(self, demand: Demand, now: float, renew: bool, pause: float) -> Allowance:
-        current = self._items.read(self.key)
+    def _decide(self, demand: Demand, now: float, renew: bool, pause: float, urgent: bool = False) -> Allowance:
+        # A change of this worker's own (more units wanted, units to give back) is written onto the item as last seen,
+        # without reading it first: a refused write returns the item as it is now, to decide again.
+        fresh = not urgent or self._seen is None
+        current = self._items.read(self.key) if fresh or self._seen is None else self._seen
         for _ in range(_WRITE_ATTEMPTS):
             decided = plan(current.state, me=self.owner, capacity=self.capacity, demand=demand, now=now,
                            renew=renew, pause_until=pause)
             if not decided.write:
-                break
+                if fresh:
+                    break
+                current, fresh = self._items.read(self.key), True  # nothing to write on the old item: look again
+                continue
             written, current = self._items.replace(self.key, decided.state, version=current.version,
                                                    expires_at=int(now) + _ITEM_DAYS * 86_400)
+            fresh = True
             if written:
                 with self._lock:
                     self._local.last_write = now
@@ -243,6 +253,7 @@ class SharedLimits:
             entry = current.state.get("holders", {}).get(self.owner)
             held = int(entry["units"]) if entry and entry["until"] > now else 0
             decided = Plan(current.state, held, held, decided.fraction, decided.paused_until, False)
+        self._seen = current
         with self._lock:
             self._local.target = decided.target
         if self._failing_since is not None:
@@ -289,9 +300,15 @@ class SharedLimits:
             return (local.idle_since or local.last_sync) + LINGER_SECONDS
         if self._failing_since is not None:
             return local.last_sync + RETRY_SECONDS
-        below = local.target is None or local.units < local.target
-        poll = STARVED_POLL_SECONDS if local.demand.calls > local.units and below else HOLDER_POLL_SECONDS
+        poll = STARVED_POLL_SECONDS if local.demand.calls > local.units and self._may_grow() else HOLDER_POLL_SECONDS
         return local.last_sync + min(poll, RENEW_SECONDS)
+
+    def _may_grow(self) -> bool:
+        """(Lock held.) Whether more units may come: below the share, or asking for more than the share was decided
+        for (a worker whose first job wanted 8 units got a share of 8, and its next jobs want more)."""
+        local = self._local
+        return local.target is None or local.units < local.target or \
+            min(self.capacity, local.demand.calls) > local.claimed
 
     def _run(self) -> None:
         while True:

@@ -138,3 +138,76 @@ def test_the_dispatcher_runs_as_many_batches_at_once_as_the_mappings_maximum_con
 
     assert sorted(seen) == [f"m{n}" for n in range(9)] and not together.broken
     assert running["most"] == 3 and set(invoked) == {"consumer"}
+
+
+def test_the_dispatcher_gathers_a_batch_for_the_mappings_batching_window_as_lambdas_poller_does(sqs):
+    from chalice.app import SQSEventConfig
+
+    from devstack.dispatcher import Dispatcher
+
+    name = f"window-{uuid.uuid4().hex[:8]}"
+    url = sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": "30"})["QueueUrl"]
+    batches: list[list[str]] = []
+    done = threading.Event()
+
+    def runner(function_name, event):
+        batches.append([r["body"] for r in event["Records"]])
+        if sum(map(len, batches)) >= 3:
+            done.set()
+        return {"batchItemFailures": []}
+
+    # A window far longer than the test needs: the batch is handed over as soon as it holds batch_size messages.
+    app = types.SimpleNamespace(event_sources=[SQSEventConfig(
+        name="consumer", handler_string="app.consumer", queue=name, queue_arn=None, batch_size=3,
+        maximum_batching_window_in_seconds=60, maximum_concurrency=2)])
+    dispatcher = Dispatcher(app, {}, sqs, function_settings={}, s3_events_queue="unused", runner=runner)
+    sqs.send_message(QueueUrl=url, MessageBody="m0")
+    dispatcher.start()
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and sqs.get_queue_attributes(
+                QueueUrl=url, AttributeNames=["ApproximateNumberOfMessagesNotVisible"]
+        )["Attributes"]["ApproximateNumberOfMessagesNotVisible"] != "1":
+            time.sleep(0.05)
+        assert not batches  # the first message is received, and its batch waits for more
+        sqs.send_message(QueueUrl=url, MessageBody="m1")
+        sqs.send_message(QueueUrl=url, MessageBody="m2")
+        assert done.wait(30)
+    finally:
+        dispatcher.stop()
+
+    assert batches == [["m0", "m1", "m2"]]
+
+
+def test_the_local_api_takes_a_bursts_connections_at_once_as_api_gateway_does():
+    import socket
+
+    from chalice import Chalice
+    from chalice.config import Config
+
+    from devstack.appserver import local_server
+    from devstack.emulator import free_port
+
+    app = Chalice("burst")
+
+    @app.route("/")
+    def index():
+        return {"ok": True}
+
+    port = free_port()
+    server = local_server(app, Config(), port)
+    clients = []
+    try:
+        # Nobody accepts yet (a busy server): the kernel completes each handshake only while the backlog has room.
+        for _ in range(40):
+            client = socket.create_connection(("127.0.0.1", port), timeout=3)
+            client.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            clients.append(client)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        answers = [b"".join(iter(lambda c=c: c.recv(4096), b"")) for c in clients]
+    finally:
+        for client in clients:
+            client.close()
+        server.shutdown()
+
+    assert len(answers) == 40 and all(a.startswith(b"HTTP/1.") and b" 200 " in a[:20] for a in answers)

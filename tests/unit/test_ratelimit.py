@@ -108,6 +108,33 @@ def test_a_one_chunk_job_goes_next_whatever_a_large_job_has_waiting():
     assert next_up[0] is small
 
 
+def test_a_jobs_reduce_and_a_started_jobs_last_maps_go_before_other_jobs_maps():
+    clock = FakeClock()
+    gate = Admission(requests_per_minute=None, tokens_per_minute=None, shared=True, now=clock())
+    gate.share(Allowance(2, 2, 1.0), clock())  # two units of the deployment's limit
+    first = [Ticket("first", 0) for _ in range(3)]
+    later = [Ticket("later", 0) for _ in range(8)]
+    for ticket in first + later:
+        gate.add(ticket)
+    admitted, _ = gate.admit(clock())
+    assert [t.job for t in admitted] == ["first", "first"]
+
+    gate.done(admitted[0], throttled=False, now=clock())
+    next_up, _ = gate.admit(clock())
+    assert next_up == [first[2]]  # two calls left against eight: the first job finishes before the next starts
+    gate.done(admitted[1], throttled=False, now=clock())
+    gate.done(next_up[0], throttled=False, now=clock())
+    maps, _ = gate.admit(clock())
+    assert [t.job for t in maps] == ["later", "later"]
+    reduce = Ticket("first", 0)
+    gate.add(reduce)
+
+    gate.done(maps[0], throttled=False, now=clock())
+    after, _ = gate.admit(clock())
+
+    assert after == [reduce]
+
+
 def test_a_pause_holds_back_every_call_until_it_ends():
     clock = FakeClock()
     gate = admission(clock)
@@ -202,6 +229,53 @@ def test_workers_sharing_an_item_never_hold_more_than_the_capacity_together():
 
     assert sum(a.units for a in allowances) == 16
     assert sorted(a.units for a in allowances) == [3, 3, 3, 3, 4]
+
+
+def test_a_worker_whose_share_was_decided_for_fewer_calls_asks_again_at_once_when_its_next_jobs_arrive():
+    items = MemoryItems()
+    worker = SharedLimits(items, "pool", capacity=16, fallback_units=2, owner="w")
+    worker.want(Demand(waiting=8, jobs=1))
+    assert worker.sync().units == 8  # the whole provider was free, and the first job wanted 8
+
+    worker.want(Demand(waiting=1, busy=7, jobs=1))  # a call of the same job ends: nothing to ask
+    assert not worker._local.urgent
+    worker.want(Demand(waiting=33, busy=7, jobs=5))  # four more jobs: its share of 8 was decided for one
+
+    assert worker._local.urgent and worker._next_due() is not None
+    assert worker.sync().units == 16
+
+
+def test_a_workers_own_change_is_written_onto_the_item_as_last_seen_and_read_again_only_when_refused():
+    class CountedReads(MemoryItems):
+        reads = 0
+
+        def read(self, key):
+            self.reads += 1
+            return super().read(key)
+
+        def replace(self, key, state, *, version, expires_at):  # a refusal returns the item: no read of its own
+            reads = self.reads
+            try:
+                return super().replace(key, state, version=version, expires_at=expires_at)
+            finally:
+                self.reads = reads
+
+    items = CountedReads()
+    worker = SharedLimits(items, "pool", capacity=16, fallback_units=2, owner="w")
+    other = SharedLimits(items, "pool", capacity=16, fallback_units=2, owner="o")
+    worker.want(Demand(waiting=4, jobs=1))
+    worker.sync()
+    assert (items.reads, items.writes) == (1, 1)
+
+    worker.want(Demand(waiting=4, busy=4, jobs=2))  # a second job: more units wanted, straight onto the item seen
+    assert worker.sync().units == 8 and (items.reads, items.writes) == (1, 2)
+    other.want(Demand(waiting=8, jobs=1))
+    other.sync()  # the item changed behind the worker's back
+    worker.want(Demand(waiting=8, busy=4, jobs=3))
+
+    allowance = worker.sync()  # refused, decided again on the item the refusal returned, with no read
+
+    assert items.reads == 2 and allowance.units + other.sync().units <= 16
 
 
 def test_without_dynamodb_a_worker_keeps_to_its_fallback_share():
