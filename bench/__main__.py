@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parent.parent
-MODULES = ("chunking", "extraction", "gate", "mapreduce", "burst", "workflow", "lambdasize")
+MODULES = ("chunking", "extraction", "gate", "coldstart", "mapreduce", "burst", "workflow", "lambdasize")
 
 
 def main(argv: list[str]) -> int:
