@@ -13,6 +13,7 @@ submitted, unless the operator shares the cache (``DOCPIPE_MAP_CACHE_SHARED``, o
                             params={"map_words": 200}, document=document.text)
     cache.load(scope)                    # {answer key: answer} of every earlier attempt or job
     cache.store(scope, {key: answer})    # one object, cache/map/alice/<scope hash>/<batch>.json
+    cache.load(scope, ("batch0000032-",)) # only what the writers of that part stored
 
 A redelivered job, or the same document submitted again with the same task, re-uses every chunk already answered;
 a worker killed outright loses at most the last second of answers. The cache is an optimisation: when S3 fails, a
@@ -74,14 +75,15 @@ class MapCache:
         self.bucket = bucket
         self._prefix = prefix
 
-    def load(self, scope: str) -> dict[str, Any]:
-        """Every answer stored under ``scope`` (empty when there is none, or S3 could not be read)."""
+    def load(self, scope: str, parts: tuple[str, ...] = ("",)) -> dict[str, Any]:
+        """Every answer stored under ``scope`` (empty when there is none, or S3 could not be read); with ``parts``,
+        only those stored by the writers of those parts (a workflow batch reads its own, not its document's)."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         answers: dict[str, Any] = {}
         try:
-            keys = [item["Key"] for page in self._s3.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=f"{self._prefix}{scope}/") for item in page.get("Contents", [])]
+            keys = [item["Key"] for part in parts for page in self._s3.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=f"{self._prefix}{scope}/{part}") for item in page.get("Contents", [])]
             with ThreadPoolExecutor(max_workers=min(16, max(1, len(keys)))) as pool:
                 for entries in pool.map(self._entries, keys):
                     answers.update(entries)
@@ -94,13 +96,13 @@ class MapCache:
     def _entries(self, key: str) -> dict[str, Any]:
         return json.loads(self._s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())["entries"]
 
-    def store(self, scope: str, entries: dict[str, Any]) -> None:
+    def store(self, scope: str, entries: dict[str, Any], part: str = "") -> None:
         from botocore.exceptions import BotoCoreError, ClientError
 
         body = json.dumps({"entries": entries}, ensure_ascii=False).encode("utf-8")
         try:
-            self._s3.put_object(Bucket=self.bucket, Key=f"{self._prefix}{scope}/{uuid.uuid4().hex}.json", Body=body,
-                                ContentType="application/json")
+            self._s3.put_object(Bucket=self.bucket, Key=f"{self._prefix}{scope}/{part}{uuid.uuid4().hex}.json",
+                                Body=body, ContentType="application/json")
         except (ClientError, BotoCoreError) as exc:
             logger.warning("map cache store failed", extra={"error": type(exc).__name__, "answers": len(entries)})
 
@@ -111,10 +113,11 @@ class CacheWriter:
     ``flush()`` stores what is pending; the pipeline calls it once the map ends, however it ends.
     """
 
-    def __init__(self, cache: MapCache, scope: str, *, interval: float = 1.0,
+    def __init__(self, cache: MapCache, scope: str, *, part: str = "", interval: float = 1.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._cache = cache
         self._scope = scope
+        self._part = part
         self._interval = interval
         self._clock = clock
         self._pending: dict[str, Any] = {}
@@ -131,4 +134,4 @@ class CacheWriter:
         # Swapped before the await: answers arriving during the store go into the next batch.
         entries, self._pending = self._pending, {}
         self._last = self._clock()
-        await asyncio.to_thread(self._cache.store, self._scope, entries)
+        await asyncio.to_thread(self._cache.store, self._scope, entries, self._part)

@@ -261,6 +261,10 @@ def _task_for(run: JobRun, document: Document, chunks: list[Chunk], chat: Any, e
                     count_tokens=count, warn=run.warnings.append)
 
 
+# The part of a document's cache the queue path stores under (it reads every part: a workflow's answers too).
+JOB_PART = "job-"
+
+
 @dataclass
 class JobCache:
     """The map cache as one job uses it: its chunks' keys, the answers found, the answers to store."""
@@ -270,12 +274,15 @@ class JobCache:
     scope: str
     cache: MapCache
     usage: Usage
+    # Which stored answers this job reads (every part: all of its document's) and under which part it stores its own.
+    reads: tuple[str, ...] = ("",)
+    part: str = JOB_PART
 
     def __post_init__(self) -> None:
-        self._writer = CacheWriter(self.cache, self.scope)
+        self._writer = CacheWriter(self.cache, self.scope, part=self.part)
 
     async def known(self) -> dict[int, list[Any]]:
-        stored = await asyncio.to_thread(self.cache.load, self.scope)
+        stored = await asyncio.to_thread(self.cache.load, self.scope, self.reads)
         found = {index: [self.task.load(a) for a in stored[key]] for index, key in self.keys.items()
                  if key in stored}
         self.usage.cache_hits = len(found)
@@ -295,9 +302,11 @@ def _map_cache(run: JobRun, task: ChunkTask, document: Document, chunks: list[Ch
 
 
 def map_cache_for(services: Services, job: Job, task: ChunkTask, chunks: list[Chunk], *, model: str,
-                  document_sha256: str, usage: Usage) -> JobCache | None:
+                  document_sha256: str, usage: Usage, part: str | None = None) -> JobCache | None:
     """The map cache for ``chunks`` of one job's document (all of them, or a workflow batch's); None when there is
-    no cache or the task's answers are not cached."""
+    no cache or the task's answers are not cached. A workflow batch names its ``part``: it stores its answers there
+    and reads only that part and the queue path's, so each batch's lookup stays the size of a batch, not of the
+    document (a document of N chunks would otherwise cost N²/batch GETs over its batches)."""
     params = task.cache_params()
     cache = services.map_cache
     if cache is None or params is None:
@@ -307,7 +316,9 @@ def map_cache_for(services: Services, job: Job, task: ChunkTask, chunks: list[Ch
     owner = SHARED_OWNER if services.settings.map_cache_shared else (job.client or "_unowned")
     scope = map_cache_scope(owner=owner, **identity, document_sha256=document_sha256)
     keys = {c.index: map_cache_key(**identity, pages=c.pages, text=c.text) for c in chunks}
-    return JobCache(task, keys, scope, cache, usage)
+    if part is None:
+        return JobCache(task, keys, scope, cache, usage)
+    return JobCache(task, keys, scope, cache, usage, reads=(JOB_PART, part), part=part)
 
 
 class _ProgressWriter:

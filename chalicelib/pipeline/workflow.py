@@ -360,7 +360,7 @@ def map_batch(services: Services, job_id: str, *, run: str, task: int, start: in
     digest = prepared.meta.get("document_sha256")  # absent from a batch an earlier release cut: no cache then
     cache = None if digest is None else map_cache_for(services, stage.job, work.task, batch,
                                                       model=stage.model(work.spec), document_sha256=digest,
-                                                      usage=work.usage)
+                                                      usage=work.usage, part=f"batch{start:07d}-")
     answered: dict[int, list[Any]] = {}
 
     def store_answers(answers: list[Any]) -> None:

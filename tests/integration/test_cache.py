@@ -188,7 +188,7 @@ class RecordingCache:
     def __init__(self) -> None:
         self.batches: list[dict] = []
 
-    def store(self, scope: str, entries: dict) -> None:
+    def store(self, scope: str, entries: dict, part: str = "") -> None:
         self.batches.append(entries)
 
 

@@ -97,6 +97,33 @@ def test_a_later_run_of_the_same_document_finds_the_map_answers_in_the_cache(llm
     assert asked == size > 1 and len(map_requests(llm)) == asked
 
 
+def test_a_map_batch_reads_only_its_own_part_of_the_document_cache(llm, monkeypatch):
+    """A batch's lookup stays the size of a batch: it lists its own part and the queue path's, never the parts the
+    document's other batches stored (over N chunks those would cost N² / batch GETs)."""
+    configure(monkeypatch, DOCPIPE_CHUNK_TOKENS="60", DOCPIPE_CHUNK_OVERLAP_TOKENS="0", DOCPIPE_LLM_CONCURRENCY="4",
+              DOCPIPE_STEP_FUNCTIONS_BATCH_CALLS="4")
+    from chalicelib.bootstrap import get_services
+
+    services = get_services()
+    job_id, run = _started(services)
+    first, second = workflow.extract(services, job_id, run=run)["batches"][:2]
+    workflow.map_batch(services, job_id, run=run, task=0, start=first)
+    listed: list[str] = []
+    real_load = services.map_cache.load
+
+    def load(scope, parts=("",)):
+        listed.extend(parts)
+        return real_load(scope, parts)
+
+    monkeypatch.setattr(services.map_cache, "load", load)
+    workflow.map_batch(services, job_id, run=run, task=0, start=second)
+
+    assert listed == ["job-", f"batch{second:07d}-"]
+    stored = [item["Key"].rsplit("/", 1)[1] for item in services.documents._s3.list_objects_v2(
+        Bucket=services.settings.bucket, Prefix="cache/")["Contents"]]
+    assert {name.split("-")[0] for name in stored} >= {f"batch{first:07d}", f"batch{second:07d}"}
+
+
 class _Chat:
     """A chat that answers by echoing, or fails on the prompts it is told to."""
 
