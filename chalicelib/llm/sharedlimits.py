@@ -161,6 +161,7 @@ class SharedLimits:
         self._stopped = False
         self._failing_since: float | None = None
         self._seen: Versioned | None = None  # the item as this worker last read or wrote it
+        self._seen_at = 0.0
 
     def subscribe(self, listener: Callable[[Allowance], None]) -> None:
         self._listeners.append(listener)
@@ -232,7 +233,8 @@ class SharedLimits:
     def _decide(self, demand: Demand, now: float, renew: bool, pause: float, urgent: bool = False) -> Allowance:
         # A change of this worker's own (more units wanted, units to give back) is written onto the item as last seen,
         # without reading it first: a refused write returns the item as it is now, to decide again.
-        fresh = not urgent or self._seen is None
+        # Only a recent copy: an item idle long enough to expire restarts its versions, and an old copy could match.
+        fresh = not urgent or self._seen is None or now - self._seen_at > LEASE_SECONDS
         current = self._items.read(self.key) if fresh or self._seen is None else self._seen
         for _ in range(_WRITE_ATTEMPTS):
             decided = plan(current.state, me=self.owner, capacity=self.capacity, demand=demand, now=now,
@@ -253,7 +255,7 @@ class SharedLimits:
             entry = current.state.get("holders", {}).get(self.owner)
             held = int(entry["units"]) if entry and entry["until"] > now else 0
             decided = Plan(current.state, held, held, decided.fraction, decided.paused_until, False)
-        self._seen = current
+        self._seen, self._seen_at = current, now
         with self._lock:
             self._local.target = decided.target
         if self._failing_since is not None:

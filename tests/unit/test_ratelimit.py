@@ -278,6 +278,31 @@ def test_a_workers_own_change_is_written_onto_the_item_as_last_seen_and_read_aga
     assert items.reads == 2 and allowance.units + other.sync().units <= 16
 
 
+def test_a_copy_of_the_item_older_than_a_lease_is_read_again_before_a_change():
+    """An item idle long enough expires and restarts its versions: an old copy could then match a new version."""
+    class CountedReads(MemoryItems):
+        reads = 0
+
+        def read(self, key):
+            self.reads += 1
+            return super().read(key)
+
+    now = [1_000.0]
+    items = CountedReads()
+    worker = SharedLimits(items, "pool", capacity=16, fallback_units=2, owner="w", clock=lambda: now[0])
+    worker.want(Demand(waiting=4, jobs=1))
+    worker.sync()
+    worker.want(Demand(waiting=4, busy=4, jobs=2))
+    worker.sync()
+    assert items.reads == 1
+    now[0] += LEASE_SECONDS + 1
+
+    worker.want(Demand(waiting=8, busy=4, jobs=3))
+    worker.sync()
+
+    assert items.reads == 2
+
+
 def test_without_dynamodb_a_worker_keeps_to_its_fallback_share():
     class Unreachable(MemoryItems):
         def read(self, key):
