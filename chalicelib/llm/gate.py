@@ -4,10 +4,11 @@ and an adaptive window, with the worker's jobs taking turns.
 Every call to one endpoint and model in a worker (a Lambda container) goes through one ``CallGate``, whichever job
 and thread it comes from: the records of a batch run side by side, each on its own event loop. A call waits in its
 job's line; when a unit is free (``SharedLimits``: the worker's share of ``DOCPIPE_LLM_MAX_IN_FLIGHT``), its share
-of the requests and tokens per minute allows, and no pause is in force, the job with the fewest calls left (waiting
-and in flight) goes next: shortest remaining work first. So a one-chunk job in the same container as a 1,000-chunk
-one is served at the next free unit, a job's reduce goes before other jobs' maps, and the jobs a worker started
-first finish first instead of all finishing together at the end of a burst::
+of the requests and tokens per minute allows, and no pause is in force, the job with the fewest calls at the gate
+(waiting and in flight) goes next, the longest-waiting call among equals. A job shows the gate at most its own
+calls in flight (``DOCPIPE_LLM_CONCURRENCY``), so this favours what is near its end — a one-chunk job in the same
+container as a 1,000-chunk one is served at the next free unit, a job's reduce goes before other jobs' maps, a job
+down to its last maps before one with many left — and takes turns among jobs with more work than that::
 
     ticket = await gate.admit(job, tokens=1_800, deadline=time.monotonic() + 60)   # Throttled past the deadline
     try:
