@@ -245,21 +245,24 @@ def test_a_worker_whose_share_was_decided_for_fewer_calls_asks_again_at_once_whe
     assert worker.sync().units == 16
 
 
+class CountedReads(MemoryItems):
+    """The reads a worker makes of its own accord (a refused write returns the item: that is no read)."""
+
+    reads = 0
+
+    def read(self, key):
+        self.reads += 1
+        return super().read(key)
+
+    def replace(self, key, state, *, version, expires_at):
+        reads = self.reads
+        try:
+            return super().replace(key, state, version=version, expires_at=expires_at)
+        finally:
+            self.reads = reads
+
+
 def test_a_workers_own_change_is_written_onto_the_item_as_last_seen_and_read_again_only_when_refused():
-    class CountedReads(MemoryItems):
-        reads = 0
-
-        def read(self, key):
-            self.reads += 1
-            return super().read(key)
-
-        def replace(self, key, state, *, version, expires_at):  # a refusal returns the item: no read of its own
-            reads = self.reads
-            try:
-                return super().replace(key, state, version=version, expires_at=expires_at)
-            finally:
-                self.reads = reads
-
     items = CountedReads()
     worker = SharedLimits(items, "pool", capacity=16, fallback_units=2, owner="w")
     other = SharedLimits(items, "pool", capacity=16, fallback_units=2, owner="o")
@@ -280,13 +283,6 @@ def test_a_workers_own_change_is_written_onto_the_item_as_last_seen_and_read_aga
 
 def test_a_copy_of_the_item_older_than_a_lease_is_read_again_before_a_change():
     """An item idle long enough expires and restarts its versions: an old copy could then match a new version."""
-    class CountedReads(MemoryItems):
-        reads = 0
-
-        def read(self, key):
-            self.reads += 1
-            return super().read(key)
-
     now = [1_000.0]
     items = CountedReads()
     worker = SharedLimits(items, "pool", capacity=16, fallback_units=2, owner="w", clock=lambda: now[0])
