@@ -204,6 +204,8 @@ def test_the_local_api_takes_a_bursts_connections_at_once_as_api_gateway_does():
             client.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
             clients.append(client)
         threading.Thread(target=server.serve_forever, daemon=True).start()
+        for client in clients:  # the handshakes were the test; the answers may take a loaded machine longer
+            client.settimeout(30)
         answers = [b"".join(iter(lambda c=c: c.recv(4096), b"")) for c in clients]
     finally:
         for client in clients:
