@@ -244,6 +244,11 @@ class CallGate:
             raise
         return ticket
 
+    async def prime(self) -> None:
+        """Read the shared limits' item now, unless this worker has a recent copy (see ``SharedLimits.prime``)."""
+        if self._shared is not None:
+            await asyncio.to_thread(self._shared.prime)
+
     def release(self, ticket: Ticket, *, throttled: bool = False) -> None:
         with self._lock:
             self._admission.done(ticket, throttled=throttled, now=self._clock())

@@ -133,6 +133,9 @@ class _Local:
     last_sync: float = 0.0
     last_write: float = 0.0
     urgent: bool = False
+    # From the item as last seen: another worker waits for units; the workers' demand is near the capacity.
+    others_waiting: bool = False
+    ending: bool = False
     pause_until: float = 0.0
     settled: threading.Event = field(default_factory=threading.Event)
 
@@ -180,7 +183,8 @@ class SharedLimits:
                 local.settled.clear()
             asks = min(self.capacity, demand.calls) > local.claimed >= min(self.capacity, before.calls)
             if (demand.calls > local.units and self._may_grow() and (before.calls <= local.units or asks)) or \
-                    (local.target is not None and local.units > max(local.target, demand.busy)):
+                    (local.target is not None and local.units > max(local.target, demand.busy)) or \
+                    (local.others_waiting and local.units > demand.calls):
                 local.urgent = True
             if demand != before:
                 self._wake()
@@ -205,13 +209,30 @@ class SharedLimits:
             self._wake()
         local.settled.wait(timeout)
 
+    def prime(self) -> None:
+        """Read the item ahead of this worker's first want (a job is about to call the model): the first change is
+        then written onto this copy at once. A copy younger than a poll is kept; an unreadable item is left to
+        ``sync``'s own handling."""
+        with self._lock:
+            if self._seen is not None and self._clock() - self._seen_at < HOLDER_POLL_SECONDS:
+                return
+        now = self._clock()
+        try:
+            seen = self._items.read(self.key)
+        except Exception:  # sync reads again, and falls back if it must
+            return
+        with self._lock:
+            if self._seen is None or now > self._seen_at:
+                self._seen, self._seen_at = seen, now
+
     def sync(self) -> Allowance:
         """One round: read the item, decide, write if anything changed; returns what this worker may do now."""
         now = self._clock()
         with self._lock:
             local = self._local
             demand = local.demand
-            if demand.calls == 0 and local.idle_since is not None and now - local.idle_since < LINGER_SECONDS:
+            if demand.calls == 0 and local.idle_since is not None and now - local.idle_since < LINGER_SECONDS \
+                    and not local.others_waiting:
                 demand = Demand(busy=local.units, jobs=1)  # kept a moment for the job's next call (map, reduce)
             pause = local.pause_until
             renew = now - local.last_write > RENEW_SECONDS
@@ -256,8 +277,11 @@ class SharedLimits:
             held = int(entry["units"]) if entry and entry["until"] > now else 0
             decided = Plan(current.state, held, held, decided.fraction, decided.paused_until, False)
         self._seen, self._seen_at = current, now
+        others = [e for name, e in current.state.get("holders", {}).items() if name != self.owner and e["until"] > now]
         with self._lock:
             self._local.target = decided.target
+            self._local.others_waiting = any(int(e["demand"]) > int(e["units"]) for e in others)
+            self._local.ending = sum(int(e["demand"]) for e in others) + demand.calls < 2 * self.capacity
         if self._failing_since is not None:
             logger.info("shared LLM limits reachable again", extra={"pool": self.key})
             self._failing_since = None
@@ -302,7 +326,9 @@ class SharedLimits:
             return (local.idle_since or local.last_sync) + LINGER_SECONDS
         if self._failing_since is not None:
             return local.last_sync + RETRY_SECONDS
-        poll = STARVED_POLL_SECONDS if local.demand.calls > local.units and self._may_grow() else HOLDER_POLL_SECONDS
+        # Below its share, or at a burst's end (units come free as other workers finish): looked at more often.
+        poll = STARVED_POLL_SECONDS if local.demand.calls > local.units and (self._may_grow() or local.ending) \
+            else HOLDER_POLL_SECONDS
         return local.last_sync + min(poll, RENEW_SECONDS)
 
     def _may_grow(self) -> bool:
