@@ -211,7 +211,7 @@ class CallGate:
         self._wake_at: float | None = None
         self._thread: threading.Thread | None = None
         if shared is not None:
-            shared.subscribe(self._on_share)
+            shared.subscribe(self._on_share, hold=self._hold)
             shared.start()
 
     @property
@@ -283,6 +283,14 @@ class CallGate:
             if allowance.paused_until > self._wall():
                 self._admission.pause(self._clock() + allowance.paused_until - self._wall())
         self._dispatch()
+
+    def _hold(self, units: int) -> int:
+        """No call starts beyond ``units`` from now on (until the next share); the calls now using units."""
+        with self._lock:
+            admission = self._admission
+            used = max(units, admission.busy)
+            admission.units = min(admission.units, used)
+            return used
 
     def _dispatch(self) -> None:
         with self._lock:

@@ -113,6 +113,11 @@ def plan(state: dict[str, Any], *, me: str, capacity: int, demand: Demand, now: 
                 fraction=units / total if units else 0.0, paused_until=paused_until, write=write)
 
 
+def _held(state: dict[str, Any], me: str, now: float) -> int:
+    entry = state.get("holders", {}).get(me)
+    return int(entry["units"]) if entry and entry["until"] > now else 0
+
+
 def _same_claim(old: dict[str, Any] | None, new: dict[str, Any] | None, target: int) -> bool:
     if old is None or new is None:
         return old is None and new is None
@@ -159,6 +164,7 @@ class SharedLimits:
         self._lock = threading.Condition()
         self._local = _Local()
         self._listeners: list[Callable[[Allowance], None]] = []
+        self._hold: Callable[[int], int] = lambda units: units
         self._started = False
         self._thread: threading.Thread | None = None
         self._stopped = False
@@ -166,8 +172,14 @@ class SharedLimits:
         self._seen: Versioned | None = None  # the item as this worker last read or wrote it
         self._seen_at = 0.0
 
-    def subscribe(self, listener: Callable[[Allowance], None]) -> None:
+    def subscribe(self, listener: Callable[[Allowance], None], *, hold: Callable[[int], int] | None = None) -> None:
+        """``listener`` gets every new ``Allowance``. ``hold(units)``, called before units are given back, stops
+        this worker's calls from starting beyond ``units`` at once and returns what they now use (more than
+        ``units`` when more calls are already in flight): only that is written, so a unit is never given to another
+        worker while a call started meanwhile still uses it."""
         self._listeners.append(listener)
+        if hold is not None:
+            self._hold = hold
 
     def want(self, demand: Demand) -> None:
         """What this worker's calls want now. A change that needs the item at once (more units while below the
@@ -260,6 +272,13 @@ class SharedLimits:
         for _ in range(_WRITE_ATTEMPTS):
             decided = plan(current.state, me=self.owner, capacity=self.capacity, demand=demand, now=now,
                            renew=renew, pause_until=pause)
+            held = _held(current.state, self.owner, now)
+            if decided.units < held:  # giving units back: first stop using them, then write what is still used
+                used = self._hold(decided.units)
+                if used > decided.units:
+                    demand = Demand(waiting=demand.waiting, busy=used, jobs=demand.jobs)
+                    decided = plan(current.state, me=self.owner, capacity=self.capacity, demand=demand, now=now,
+                                   renew=renew, pause_until=pause)
             if not decided.write:
                 if fresh:
                     break
@@ -273,8 +292,7 @@ class SharedLimits:
                     self._local.last_write = now
                 break
         else:  # the item is too busy this round: keep what the item says this worker holds, and look again soon
-            entry = current.state.get("holders", {}).get(self.owner)
-            held = int(entry["units"]) if entry and entry["until"] > now else 0
+            held = _held(current.state, self.owner, now)
             decided = Plan(current.state, held, held, decided.fraction, decided.paused_until, False)
         self._seen, self._seen_at = current, now
         others = [e for name, e in current.state.get("holders", {}).items() if name != self.owner and e["until"] > now]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
+import time
 
 import httpx2
 import openai
@@ -14,7 +15,7 @@ import pytest
 from chalicelib.errors import JobFailure, Throttled, TransientError
 from chalicelib.llm.chat import MIN_ATTEMPT_SECONDS, ChatModel, EndpointBusy, RequestTooLarge
 from chalicelib.llm.fairshare import Claim, fair_shares
-from chalicelib.llm.gate import Admission, Ticket
+from chalicelib.llm.gate import Admission, CallGate, Ticket
 from chalicelib.llm.ratelimit import OutOfTime, ProviderLimits, retry_after
 from chalicelib.llm.sharedlimits import (
     HOLDER_POLL_SECONDS,
@@ -711,3 +712,38 @@ def test_a_worker_looks_at_the_item_more_often_at_a_bursts_end_than_in_its_middl
     assert worker.sync().units == 10  # at its share again: all that is free
 
     assert worker._next_due() == clock() + STARVED_POLL_SECONDS
+
+
+def test_units_given_back_are_only_those_no_call_uses_when_the_item_is_written():
+    """The demand a give-back is decided on may be older than the gate: calls started since keep their units."""
+    clock = FakeClock()
+    items = MemoryItems()
+    until = clock() + LEASE_SECONDS
+    items.items["pool"] = ({"holders": {"waiter": {"units": 0, "demand": 8, "jobs": 1, "until": until},
+                                        "busy": {"units": 8, "demand": 40, "jobs": 5, "until": until}}}, 1)
+    worker = SharedLimits(items, "pool", capacity=16, fallback_units=2, clock=clock, owner="w")
+    held_to: list[int] = []
+    worker.subscribe(lambda allowance: None, hold=lambda units: held_to.append(units) or 7)  # 7 calls in flight
+    worker.want(Demand(waiting=40, jobs=5))
+    assert worker.sync().units == 7
+
+    worker.want(Demand(busy=5, jobs=1))  # as the gate saw it a moment ago; two more calls started since
+
+    assert worker.sync().units == 7 and held_to == [5]
+    assert items.items["pool"][0]["holders"]["w"]["units"] == 7
+
+
+def test_a_gate_held_to_fewer_units_starts_no_call_beyond_them():
+    async def scenario():
+        gate = CallGate(window=math.inf)
+        first = [await gate.admit("job", tokens=1, deadline=None) for _ in range(2)]
+
+        assert gate._hold(3) == 3
+        third = await gate.admit("job", tokens=1, deadline=None)
+        with pytest.raises(Throttled):  # a fourth call would use a unit being given back
+            await gate.admit("job", tokens=1, deadline=time.monotonic() + 0.05)
+        assert gate._hold(1) == 3  # calls in flight keep their units: the item must still count them
+        for ticket in [*first, third]:
+            gate.release(ticket)
+
+    asyncio.run(scenario())
