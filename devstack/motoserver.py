@@ -28,7 +28,7 @@ from moto.moto_server.werkzeug_app import DomainDispatcherApplication
 
 _TABLES: dict[str, threading.Lock] = {}
 _TABLES_LOCK = threading.Lock()
-_HOSTS_REMEMBERED = 1024  # service hosts are a handful; S3's virtual-hosted names one per bucket
+_HOSTS_REMEMBERED = 1024  # moto asks for a handful of service hosts; a bound all the same
 
 
 class _EmulatorDispatcher(DomainDispatcherApplication):
@@ -50,9 +50,12 @@ class _EmulatorDispatcher(DomainDispatcherApplication):
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         if not environ.get("HTTP_X_AMZ_TARGET", "").startswith("DynamoDB_"):
             return super().__call__(environ, start_response)
-        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        stream = environ["wsgi.input"]
+        body = stream.read() if environ.get("wsgi.input_terminated") else stream.read(
+            int(environ.get("CONTENT_LENGTH") or 0))
         environ["wsgi.input"] = io.BytesIO(body)
-        locks = [_table_lock(name) for name in sorted(tables_of(body))]  # in one order: no two requests deadlock
+        names = tables_of(body, environ.get("HTTP_X_AMZ_TARGET", ""), environ.get("HTTP_CONTENT_ENCODING", ""))
+        locks = [_table_lock(name) for name in sorted(names)]  # in one order: no two requests deadlock
         for lock in locks:
             lock.acquire()
         try:
@@ -62,17 +65,27 @@ class _EmulatorDispatcher(DomainDispatcherApplication):
                 lock.release()
 
 
-def tables_of(body: bytes) -> set[str]:
-    """The tables a DynamoDB request reads or writes ("" for one that names none, such as ListTables)."""
+def tables_of(body: bytes, target: str = "", encoding: str = "") -> set[str]:
+    """The tables a DynamoDB request reads or writes ("" for one that names none, such as ListTables). A request
+    whose tables are not in its JSON (PartiQL statements, a compressed or unreadable body) takes every table's lock."""
+    if target.endswith(("ExecuteStatement", "ExecuteTransaction", "BatchExecuteStatement")) or encoding:
+        return _every_table()
     try:
         request = json.loads(body or b"{}")
     except ValueError:
-        return {""}
+        return _every_table()
+    if not isinstance(request, dict):
+        return _every_table()
     names = {request["TableName"]} if isinstance(request.get("TableName"), str) else set()
     names |= set(request.get("RequestItems") or {})
     for item in request.get("TransactItems") or []:
         names |= {part["TableName"] for part in item.values() if isinstance(part, dict) and "TableName" in part}
-    return names or {""}
+    return {name.rsplit(":table/", 1)[-1] for name in names} or {""}  # a table's ARN locks its name
+
+
+def _every_table() -> set[str]:
+    with _TABLES_LOCK:
+        return {*_TABLES, ""}
 
 
 def _table_lock(name: str) -> threading.Lock:
@@ -80,7 +93,7 @@ def _table_lock(name: str) -> threading.Lock:
         return _TABLES.setdefault(name, threading.Lock())
 
 
-def make_dynamodb_atomic() -> None:
+def install_dispatcher() -> None:
     """Have ``moto.server.main`` serve each DynamoDB table's requests one at a time, find each host's service once
     and log errors only (call before it)."""
     moto.server.DomainDispatcherApplication = _EmulatorDispatcher  # type: ignore[misc]
@@ -88,5 +101,5 @@ def make_dynamodb_atomic() -> None:
 
 
 if __name__ == "__main__":
-    make_dynamodb_atomic()
+    install_dispatcher()
     moto.server.main()

@@ -157,7 +157,8 @@ class ChatModel:
 
     async def prime(self) -> None:
         """Read what each call needs before the first one is made, side by side: the circuit's state, and the
-        deployment's shared limits (so the first call's share is one write, not a read and a write)."""
+        deployment's shared limits (the first change of the worker's share is then written onto that copy, without
+        a read of its own, unless another worker wrote meanwhile)."""
         prime = getattr(self._guard, "prime", None)
         await asyncio.gather(prime() if prime is not None else asyncio.sleep(0), self._gate.prime())
 

@@ -285,12 +285,12 @@ class CallGate:
         self._dispatch()
 
     def _hold(self, units: int) -> int:
-        """No call starts beyond ``units`` from now on (until the next share); the calls now using units."""
+        """No call starts beyond ``units`` from now on (until the next share); returns the units in use, more than
+        ``units`` while more calls are in flight (they keep theirs until they end)."""
         with self._lock:
             admission = self._admission
-            used = max(units, admission.busy)
-            admission.units = min(admission.units, used)
-            return used
+            admission.units = min(admission.units, units)
+            return max(units, admission.busy)
 
     def _dispatch(self) -> None:
         with self._lock:

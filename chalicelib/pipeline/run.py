@@ -138,7 +138,7 @@ async def _run(run: JobRun, model: str) -> dict[str, Any]:
         prime = getattr(chat, "prime", None)
         known, _, _ = await asyncio.gather(
             cache.known() if cache else _nothing_known(), prime() if prime else asyncio.sleep(0),
-            asyncio.to_thread(services.lifecycle.count_chunks, run.attempt, len(chunks), run.warnings))
+            asyncio.to_thread(services.lifecycle.count_chunks, run.attempt, len(chunks), list(run.warnings)))
         refusal = _budget_refusal(run, task, chunks, known)
         if refusal is not None:
             raise refusal

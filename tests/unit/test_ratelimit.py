@@ -649,11 +649,12 @@ def test_a_primed_worker_writes_its_first_share_onto_the_item_it_read_ahead():
     worker = SharedLimits(items, "pool", capacity=16, fallback_units=2, owner="w")
 
     worker.prime()  # while the job's chunk count is written and the circuit read
+    assert (items.reads, items.writes) == (1, 0)
     worker.want(Demand(waiting=8, jobs=1))
     assert worker._local.urgent
     allowance = worker.sync()
 
-    assert allowance.units == 8 and (items.reads, items.writes) == (1, 1)
+    assert allowance.units == 8 and (items.reads, items.writes) == (1, 1)  # the sync read nothing itself
     worker.prime()  # a copy younger than a poll is kept: the next job's priming costs nothing
     assert items.reads == 1
 
@@ -743,7 +744,10 @@ def test_a_gate_held_to_fewer_units_starts_no_call_beyond_them():
         with pytest.raises(Throttled):  # a fourth call would use a unit being given back
             await gate.admit("job", tokens=1, deadline=time.monotonic() + 0.05)
         assert gate._hold(1) == 3  # calls in flight keep their units: the item must still count them
-        for ticket in [*first, third]:
+        gate.release(first[0])
+        with pytest.raises(Throttled):  # two still in flight, held to one: a call that ends frees no place
+            await gate.admit("job", tokens=1, deadline=time.monotonic() + 0.05)
+        for ticket in [first[1], third]:
             gate.release(ticket)
 
     asyncio.run(scenario())
