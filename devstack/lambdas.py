@@ -73,9 +73,9 @@ def main(argv: list[str]) -> None:
     _reuse_lambda_client()
     from moto.server import main as serve
 
-    from devstack.motoserver import make_dynamodb_atomic
+    from devstack.motoserver import install_dispatcher
 
-    make_dynamodb_atomic()
+    install_dispatcher()
     serve(server_args)
 
 

@@ -152,14 +152,15 @@ class ChatModel:
             # Local servers (vLLM, Ollama) accept any key; the SDK insists on one. Each job has its own event loop,
             # hence its own client; the TLS trust store they share is loaded once per worker (25 ms a load).
             client = AsyncOpenAI(api_key=api_key or "not-needed", base_url=base_url, timeout=timeout, max_retries=0,
-                                 http_client=DefaultAsyncHttpxClient(verify=_tls_context()))
+                                 http_client=DefaultAsyncHttpxClient(verify=trust_store()))
         self._client = client
 
     async def prime(self) -> None:
-        """Read what each call needs before the first one is made (the circuit's state), where there is any."""
+        """Read what each call needs before the first one is made, side by side: the circuit's state, and the
+        deployment's shared limits (the first change of the worker's share is then written onto that copy, without
+        a read of its own, unless another worker wrote meanwhile)."""
         prime = getattr(self._guard, "prime", None)
-        if prime is not None:
-            await prime()
+        await asyncio.gather(prime() if prime is not None else asyncio.sleep(0), self._gate.prime())
 
     async def complete(self, messages: list[dict[str, str]], *, max_tokens: int,
                        response_format: dict[str, Any] | None = None, deadline: float | None = None) -> Completion:
@@ -291,7 +292,8 @@ class ChatModel:
 
 
 @functools.lru_cache(maxsize=1)
-def _tls_context() -> Any:
+def trust_store() -> Any:
+    """The TLS trust store every job's HTTP client verifies with: loaded once per worker (tens of milliseconds)."""
     import httpx2
 
     return httpx2.create_ssl_context()

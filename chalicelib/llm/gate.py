@@ -211,7 +211,7 @@ class CallGate:
         self._wake_at: float | None = None
         self._thread: threading.Thread | None = None
         if shared is not None:
-            shared.subscribe(self._on_share)
+            shared.subscribe(self._on_share, hold=self._hold)
             shared.start()
 
     @property
@@ -243,6 +243,11 @@ class CallGate:
                                 "before the invocation ends") from None
             raise
         return ticket
+
+    async def prime(self) -> None:
+        """Read the shared limits' item now, unless this worker has a recent copy (see ``SharedLimits.prime``)."""
+        if self._shared is not None:
+            await asyncio.to_thread(self._shared.prime)
 
     def release(self, ticket: Ticket, *, throttled: bool = False) -> None:
         with self._lock:
@@ -278,6 +283,14 @@ class CallGate:
             if allowance.paused_until > self._wall():
                 self._admission.pause(self._clock() + allowance.paused_until - self._wall())
         self._dispatch()
+
+    def _hold(self, units: int) -> int:
+        """No call starts beyond ``units`` from now on (until the next share); returns the units in use, more than
+        ``units`` while more calls are in flight (they keep theirs until they end)."""
+        with self._lock:
+            admission = self._admission
+            admission.units = min(admission.units, units)
+            return max(units, admission.busy)
 
     def _dispatch(self) -> None:
         with self._lock:

@@ -9,14 +9,19 @@ only if nobody wrote in between. A worker's calls then take turns on its units w
 
 Every entry is a lease: a worker renews it while it holds units, and one that dies or is frozen holding them
 loses them ``LEASE_SECONDS`` later. A worker with nothing left to run gives its units back at once (after a short
-linger for a job's next call), and at the end of each invocation (``settle``), since Lambda freezes the container
-as soon as the handler returns.
+linger for a job's next call, unless another worker is below its share), and at the end of each invocation
+(``settle``), since Lambda freezes the container as soon as the handler returns. Units its calls no longer use go
+back at once while another worker is below its share; before any unit goes back, the worker's gate stops starting
+calls on it (``subscribe``'s ``hold``), so the item never gives another worker a unit a call still uses.
 
 Reading instead of being told: a worker looks at the item every ``HOLDER_POLL_SECONDS`` while it holds units (to
-give back what another worker's jobs now need) and every ``STARVED_POLL_SECONDS`` while it waits below its share.
-So a one-chunk job that arrives while a 1,000-chunk job holds the whole provider gets its unit within about one
-poll and one call. When DynamoDB cannot be reached, a worker falls back to ``fallback_units`` (the capacity divided
-by the most workers that may run) until it can.
+give back what another worker's jobs now need) and every ``STARVED_POLL_SECONDS`` while it waits below its share,
+or wants more than it holds while the workers' demand together is under twice the capacity (a burst's end, when
+units come free as workers finish). So a one-chunk job that arrives while a 1,000-chunk job holds the whole
+provider gets its unit within about one poll and one call. A job about to call the model has the item read ahead
+(``prime``), beside its other first reads, so its worker's first change is one conditional write. When DynamoDB
+cannot be reached, a worker falls back to ``fallback_units`` (the capacity divided by the most workers that may
+run) until it can.
 """
 
 from __future__ import annotations
@@ -78,6 +83,7 @@ class Plan:
     fraction: float
     paused_until: float
     write: bool
+    others_short: bool = False  # another live worker holds fewer units than its fair share
 
 
 def plan(state: dict[str, Any], *, me: str, capacity: int, demand: Demand, now: float, renew: bool = False,
@@ -96,7 +102,8 @@ def plan(state: dict[str, Any], *, me: str, capacity: int, demand: Demand, now: 
     wanted = min(capacity, demand.calls)
     claims = {name: Claim(int(e["demand"]), int(e["jobs"]), int(e["units"])) for name, e in live.items()}
     claims[me] = Claim(wanted, demand.jobs, held)
-    target = fair_shares(capacity, claims)[me]
+    shares = fair_shares(capacity, claims)
+    target = shares[me]
     free = capacity - held - sum(int(e["units"]) for e in live.values())
     units = held + max(0, min(target - held, free)) if target > held else max(target, demand.busy)
     entry = {"units": units, "demand": wanted, "jobs": demand.jobs} if units or wanted else None
@@ -110,7 +117,13 @@ def plan(state: dict[str, Any], *, me: str, capacity: int, demand: Demand, now: 
              or (paused_until > stored_pause and paused_until > now))
     total = sum(int(e["units"]) for e in new_holders.values())
     return Plan(state={"holders": new_holders, "paused_until": paused_until}, units=units, target=target,
-                fraction=units / total if units else 0.0, paused_until=paused_until, write=write)
+                fraction=units / total if units else 0.0, paused_until=paused_until, write=write,
+                others_short=any(shares[name] > claim.held for name, claim in claims.items() if name != me))
+
+
+def _held(state: dict[str, Any], me: str, now: float) -> int:
+    entry = state.get("holders", {}).get(me)
+    return int(entry["units"]) if entry and entry["until"] > now else 0
 
 
 def _same_claim(old: dict[str, Any] | None, new: dict[str, Any] | None, target: int) -> bool:
@@ -133,6 +146,10 @@ class _Local:
     last_sync: float = 0.0
     last_write: float = 0.0
     urgent: bool = False
+    # From the item as last seen: another worker holds less than its share; the workers' demand together is under
+    # twice the capacity (shares move as workers finish).
+    others_waiting: bool = False
+    ending: bool = False
     pause_until: float = 0.0
     settled: threading.Event = field(default_factory=threading.Event)
 
@@ -156,6 +173,7 @@ class SharedLimits:
         self._lock = threading.Condition()
         self._local = _Local()
         self._listeners: list[Callable[[Allowance], None]] = []
+        self._hold: Callable[[int], int] = lambda units: units
         self._started = False
         self._thread: threading.Thread | None = None
         self._stopped = False
@@ -163,8 +181,14 @@ class SharedLimits:
         self._seen: Versioned | None = None  # the item as this worker last read or wrote it
         self._seen_at = 0.0
 
-    def subscribe(self, listener: Callable[[Allowance], None]) -> None:
+    def subscribe(self, listener: Callable[[Allowance], None], *, hold: Callable[[int], int] | None = None) -> None:
+        """``listener`` gets every new ``Allowance``. ``hold(units)``, called before units are given back, stops
+        this worker's calls from starting beyond ``units`` at once and returns what they now use (more than
+        ``units`` when more calls are already in flight): only that is written, so a unit is never given to another
+        worker while a call started meanwhile still uses it."""
         self._listeners.append(listener)
+        if hold is not None:
+            self._hold = hold
 
     def want(self, demand: Demand) -> None:
         """What this worker's calls want now. A change that needs the item at once (more units while below the
@@ -180,7 +204,8 @@ class SharedLimits:
                 local.settled.clear()
             asks = min(self.capacity, demand.calls) > local.claimed >= min(self.capacity, before.calls)
             if (demand.calls > local.units and self._may_grow() and (before.calls <= local.units or asks)) or \
-                    (local.target is not None and local.units > max(local.target, demand.busy)):
+                    (local.target is not None and local.units > max(local.target, demand.busy)) or \
+                    (local.others_waiting and local.units > demand.calls):
                 local.urgent = True
             if demand != before:
                 self._wake()
@@ -205,13 +230,30 @@ class SharedLimits:
             self._wake()
         local.settled.wait(timeout)
 
+    def prime(self) -> None:
+        """Read the item ahead of this worker's first want (a job is about to call the model): the first change is
+        then written onto this copy at once. A copy younger than a poll is kept; an unreadable item is left to
+        ``sync``'s own handling."""
+        with self._lock:
+            if self._seen is not None and self._clock() - self._seen_at < HOLDER_POLL_SECONDS:
+                return
+        now = self._clock()
+        try:
+            seen = self._items.read(self.key)
+        except Exception:  # sync reads again, and falls back if it must
+            return
+        with self._lock:  # a copy the limits thread read or wrote meanwhile may be newer
+            if self._seen is None or seen.version > self._seen.version or now - self._seen_at > LEASE_SECONDS:
+                self._seen, self._seen_at = seen, now
+
     def sync(self) -> Allowance:
         """One round: read the item, decide, write if anything changed; returns what this worker may do now."""
         now = self._clock()
         with self._lock:
             local = self._local
             demand = local.demand
-            if demand.calls == 0 and local.idle_since is not None and now - local.idle_since < LINGER_SECONDS:
+            if demand.calls == 0 and local.idle_since is not None and now - local.idle_since < LINGER_SECONDS \
+                    and not local.others_waiting:
                 demand = Demand(busy=local.units, jobs=1)  # kept a moment for the job's next call (map, reduce)
             pause = local.pause_until
             renew = now - local.last_write > RENEW_SECONDS
@@ -234,11 +276,21 @@ class SharedLimits:
         # A change of this worker's own (more units wanted, units to give back) is written onto the item as last seen,
         # without reading it first: a refused write returns the item as it is now, to decide again.
         # Only a recent copy: an item idle long enough to expire restarts its versions, and an old copy could match.
-        fresh = not urgent or self._seen is None or now - self._seen_at > LEASE_SECONDS
-        current = self._items.read(self.key) if fresh or self._seen is None else self._seen
+        with self._lock:
+            seen, seen_at, using = self._seen, self._seen_at, self._local.units
+        fresh = not urgent or seen is None or now - seen_at > LEASE_SECONDS
+        current = self._items.read(self.key) if fresh or seen is None else seen
         for _ in range(_WRITE_ATTEMPTS):
             decided = plan(current.state, me=self.owner, capacity=self.capacity, demand=demand, now=now,
                            renew=renew, pause_until=pause)
+            # Giving units back (or holding fewer than the gate uses, after a fallback): first stop using them,
+            # then write what is still used.
+            if decided.units < max(_held(current.state, self.owner, now), using):
+                used = self._hold(decided.units)
+                if used > decided.units:
+                    demand = Demand(waiting=demand.waiting, busy=used, jobs=demand.jobs)
+                    decided = plan(current.state, me=self.owner, capacity=self.capacity, demand=demand, now=now,
+                                   renew=renew, pause_until=pause)
             if not decided.write:
                 if fresh:
                     break
@@ -252,12 +304,15 @@ class SharedLimits:
                     self._local.last_write = now
                 break
         else:  # the item is too busy this round: keep what the item says this worker holds, and look again soon
-            entry = current.state.get("holders", {}).get(self.owner)
-            held = int(entry["units"]) if entry and entry["until"] > now else 0
+            held = _held(current.state, self.owner, now)
             decided = Plan(current.state, held, held, decided.fraction, decided.paused_until, False)
-        self._seen, self._seen_at = current, now
+        others = [e for name, e in current.state.get("holders", {}).items() if name != self.owner and e["until"] > now]
         with self._lock:
+            self._seen, self._seen_at = current, now
             self._local.target = decided.target
+            self._local.others_waiting = decided.others_short
+            self._local.ending = sum(int(e["demand"]) for e in others) + min(self.capacity, demand.calls) \
+                < 2 * self.capacity
         if self._failing_since is not None:
             logger.info("shared LLM limits reachable again", extra={"pool": self.key})
             self._failing_since = None
@@ -302,7 +357,9 @@ class SharedLimits:
             return (local.idle_since or local.last_sync) + LINGER_SECONDS
         if self._failing_since is not None:
             return local.last_sync + RETRY_SECONDS
-        poll = STARVED_POLL_SECONDS if local.demand.calls > local.units and self._may_grow() else HOLDER_POLL_SECONDS
+        # Below its share, or at a burst's end (units come free as other workers finish): looked at more often.
+        poll = STARVED_POLL_SECONDS if local.demand.calls > local.units and (self._may_grow() or local.ending) \
+            else HOLDER_POLL_SECONDS
         return local.last_sync + min(poll, RENEW_SECONDS)
 
     def _may_grow(self) -> bool:

@@ -125,7 +125,6 @@ async def _run(run: JobRun, model: str) -> dict[str, Any]:
     if _routed(job, services, chunks=len(chunks)):
         raise _HandOver({"document": document, "chunks": chunks, "warnings": run.warnings, "ocr": run.usage.ocr,
                          "extract_seconds": run.timings["extract_seconds"] + run.timings["chunk_seconds"]})
-    services.lifecycle.count_chunks(run.attempt, len(chunks), run.warnings)
     logger.info("document chunked", extra={"pages": document.page_count, "chunks": len(chunks),
                                            "document_tokens": run.usage.document_tokens})
 
@@ -134,10 +133,12 @@ async def _run(run: JobRun, model: str) -> dict[str, Any]:
         task = _task_for(run, document, chunks, chat, encoding)
         run.usage.provider = task.provider
         cache = _map_cache(run, task, document, chunks, model)
-        # The circuit's state is read while the cache is: every first call would otherwise wait for it.
+        # The job's chunk count is written while the cache, the circuit's state and the shared limits are read:
+        # each is a round trip the first call would otherwise wait for in turn.
         prime = getattr(chat, "prime", None)
-        known, _ = await asyncio.gather(cache.known() if cache else _nothing_known(),
-                                        prime() if prime else asyncio.sleep(0))
+        known, _, _ = await asyncio.gather(
+            cache.known() if cache else _nothing_known(), prime() if prime else asyncio.sleep(0),
+            asyncio.to_thread(services.lifecycle.count_chunks, run.attempt, len(chunks), list(run.warnings)))
         refusal = _budget_refusal(run, task, chunks, known)
         if refusal is not None:
             raise refusal

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import math
+import threading
+import time
 
 import httpx2
 import openai
@@ -13,9 +15,17 @@ import pytest
 from chalicelib.errors import JobFailure, Throttled, TransientError
 from chalicelib.llm.chat import MIN_ATTEMPT_SECONDS, ChatModel, EndpointBusy, RequestTooLarge
 from chalicelib.llm.fairshare import Claim, fair_shares
-from chalicelib.llm.gate import Admission, Ticket
+from chalicelib.llm.gate import Admission, CallGate, Ticket
 from chalicelib.llm.ratelimit import OutOfTime, ProviderLimits, retry_after
-from chalicelib.llm.sharedlimits import LEASE_SECONDS, Allowance, Demand, SharedLimits, plan
+from chalicelib.llm.sharedlimits import (
+    HOLDER_POLL_SECONDS,
+    LEASE_SECONDS,
+    STARVED_POLL_SECONDS,
+    Allowance,
+    Demand,
+    SharedLimits,
+    plan,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -630,3 +640,114 @@ def test_the_records_of_a_cold_worker_share_one_circuit_breaker_and_so_one_view_
 
     # One state cache for all: a trip one record's call recorded is what the next call of any record reads.
     assert len(guards) == 3 and len({id(guard._persistence) for guard in guards}) == 1
+
+
+# --- the start of a job and the end of a burst ---------------------------------------------------------------------
+
+def test_a_primed_worker_writes_its_first_share_onto_the_item_it_read_ahead():
+    items = CountedReads()
+    worker = SharedLimits(items, "pool", capacity=16, fallback_units=2, owner="w")
+
+    worker.prime()  # while the job's chunk count is written and the circuit read
+    assert (items.reads, items.writes) == (1, 0)
+    worker.want(Demand(waiting=8, jobs=1))
+    assert worker._local.urgent
+    allowance = worker.sync()
+
+    assert allowance.units == 8 and (items.reads, items.writes) == (1, 1)  # the sync read nothing itself
+    worker.prime()  # a copy younger than a poll is kept: the next job's priming costs nothing
+    assert items.reads == 1
+
+
+def test_the_circuit_and_the_shared_limits_are_read_side_by_side_before_a_jobs_first_call():
+    both = threading.Barrier(2, timeout=5)  # each read waits for the other: read one after the other, both fail
+
+    class Guard:
+        async def prime(self):
+            await asyncio.to_thread(both.wait)
+
+    class Gate(FakeGate):
+        async def prime(self):
+            await asyncio.to_thread(both.wait)
+
+    model, _, _ = model_with([], FakeClock(), gate=Gate(), guard=Guard())
+
+    asyncio.run(model.prime())
+
+
+def test_units_a_worker_no_longer_needs_go_back_at_once_while_another_worker_waits():
+    clock = FakeClock()
+    items = MemoryItems()
+    until = clock() + LEASE_SECONDS
+    items.items["pool"] = ({"holders": {"waiter": {"units": 0, "demand": 8, "jobs": 1, "until": until},
+                                        "busy": {"units": 8, "demand": 40, "jobs": 5, "until": until}}}, 1)
+    worker = SharedLimits(items, "pool", capacity=16, fallback_units=2, clock=clock, owner="w")
+    worker.want(Demand(waiting=40, jobs=5))
+    allowance = worker.sync()
+    assert allowance.units == allowance.target == 7  # below its share of what is free: it keeps all it holds
+
+    worker.want(Demand(busy=5, jobs=1))  # its last calls are in flight, two units idle, and a worker waits
+
+    assert worker._local.urgent
+    assert worker.sync().units == 5 and items.items["pool"][0]["holders"]["w"]["units"] == 5
+
+
+def test_a_worker_looks_at_the_item_more_often_at_a_bursts_end_than_in_its_middle():
+    clock = FakeClock()
+    items = MemoryItems()
+    workers = [SharedLimits(items, "pool", capacity=16, fallback_units=2, clock=clock, owner=f"w{i}")
+               for i in range(4)]
+    worker, others = workers[0], workers[1:]
+    for each in workers:
+        each.want(Demand(waiting=40, jobs=5))
+    for _ in range(3):
+        for each in workers:
+            each.sync()
+    assert worker._local.units == worker._local.target == 4
+    assert worker._next_due() == clock() + HOLDER_POLL_SECONDS  # at its share in the middle of a burst
+
+    for other in others:
+        other.want(Demand(busy=2, jobs=1))  # the other workers are down to their last calls
+        other.sync()
+    worker.want(Demand(waiting=16, busy=4, jobs=5))
+    assert worker.sync().units == 10  # at its share again: all that is free
+
+    assert worker._next_due() == clock() + STARVED_POLL_SECONDS
+
+
+def test_units_given_back_are_only_those_no_call_uses_when_the_item_is_written():
+    """The demand a give-back is decided on may be older than the gate: calls started since keep their units."""
+    clock = FakeClock()
+    items = MemoryItems()
+    until = clock() + LEASE_SECONDS
+    items.items["pool"] = ({"holders": {"waiter": {"units": 0, "demand": 8, "jobs": 1, "until": until},
+                                        "busy": {"units": 8, "demand": 40, "jobs": 5, "until": until}}}, 1)
+    worker = SharedLimits(items, "pool", capacity=16, fallback_units=2, clock=clock, owner="w")
+    held_to: list[int] = []
+    worker.subscribe(lambda allowance: None, hold=lambda units: held_to.append(units) or 7)  # 7 calls in flight
+    worker.want(Demand(waiting=40, jobs=5))
+    assert worker.sync().units == 7
+
+    worker.want(Demand(busy=5, jobs=1))  # as the gate saw it a moment ago; two more calls started since
+
+    assert worker.sync().units == 7 and held_to == [5]
+    assert items.items["pool"][0]["holders"]["w"]["units"] == 7
+
+
+def test_a_gate_held_to_fewer_units_starts_no_call_beyond_them():
+    async def scenario():
+        gate = CallGate(window=math.inf)
+        first = [await gate.admit("job", tokens=1, deadline=None) for _ in range(2)]
+
+        assert gate._hold(3) == 3
+        third = await gate.admit("job", tokens=1, deadline=None)
+        with pytest.raises(Throttled):  # a fourth call would use a unit being given back
+            await gate.admit("job", tokens=1, deadline=time.monotonic() + 0.05)
+        assert gate._hold(1) == 3  # calls in flight keep their units: the item must still count them
+        gate.release(first[0])
+        with pytest.raises(Throttled):  # two still in flight, held to one: a call that ends frees no place
+            await gate.admit("job", tokens=1, deadline=time.monotonic() + 0.05)
+        for ticket in [first[1], third]:
+            gate.release(ticket)
+
+    asyncio.run(scenario())
