@@ -675,13 +675,18 @@ def test_the_circuit_and_the_shared_limits_are_read_side_by_side_before_a_jobs_f
     asyncio.run(model.prime())
 
 
-def test_units_a_worker_no_longer_needs_go_back_at_once_while_another_worker_waits():
+def _beside_a_waiter() -> tuple[MemoryItems, SharedLimits]:
+    """A worker "w" beside one waiting below its share ("waiter") and one holding 8 units for 5 jobs ("busy")."""
     clock = FakeClock()
     items = MemoryItems()
     until = clock() + LEASE_SECONDS
     items.items["pool"] = ({"holders": {"waiter": {"units": 0, "demand": 8, "jobs": 1, "until": until},
                                         "busy": {"units": 8, "demand": 40, "jobs": 5, "until": until}}}, 1)
-    worker = SharedLimits(items, "pool", capacity=16, fallback_units=2, clock=clock, owner="w")
+    return items, SharedLimits(items, "pool", capacity=16, fallback_units=2, clock=clock, owner="w")
+
+
+def test_units_a_worker_no_longer_needs_go_back_at_once_while_another_worker_waits():
+    items, worker = _beside_a_waiter()
     worker.want(Demand(waiting=40, jobs=5))
     allowance = worker.sync()
     assert allowance.units == allowance.target == 7  # below its share of what is free: it keeps all it holds
@@ -717,12 +722,7 @@ def test_a_worker_looks_at_the_item_more_often_at_a_bursts_end_than_in_its_middl
 
 def test_units_given_back_are_only_those_no_call_uses_when_the_item_is_written():
     """The demand a give-back is decided on may be older than the gate: calls started since keep their units."""
-    clock = FakeClock()
-    items = MemoryItems()
-    until = clock() + LEASE_SECONDS
-    items.items["pool"] = ({"holders": {"waiter": {"units": 0, "demand": 8, "jobs": 1, "until": until},
-                                        "busy": {"units": 8, "demand": 40, "jobs": 5, "until": until}}}, 1)
-    worker = SharedLimits(items, "pool", capacity=16, fallback_units=2, clock=clock, owner="w")
+    items, worker = _beside_a_waiter()
     held_to: list[int] = []
     worker.subscribe(lambda allowance: None, hold=lambda units: held_to.append(units) or 7)  # 7 calls in flight
     worker.want(Demand(waiting=40, jobs=5))
