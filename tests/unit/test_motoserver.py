@@ -37,7 +37,7 @@ def test_a_request_whose_tables_are_not_named_in_its_json_locks_every_table(monk
 
 def _serve_two(monkeypatch, first: str, second: str) -> tuple[bool, list[bytes]]:
     """Two requests at once through the dispatcher: whether both were inside moto together, and the bodies moto got."""
-    both_inside = threading.Barrier(2, timeout=1)
+    both_inside = threading.Barrier(2, timeout=5)
     together: list[bool] = []
     bodies: list[bytes] = []
 
