@@ -48,13 +48,14 @@ class _EmulatorDispatcher(DomainDispatcherApplication):
         return self._backends[host]
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        if not environ.get("HTTP_X_AMZ_TARGET", "").startswith("DynamoDB_"):
+        target = environ.get("HTTP_X_AMZ_TARGET", "")
+        if not target.startswith("DynamoDB_"):
             return super().__call__(environ, start_response)
         stream = environ["wsgi.input"]
         body = stream.read() if environ.get("wsgi.input_terminated") else stream.read(
             int(environ.get("CONTENT_LENGTH") or 0))
         environ["wsgi.input"] = io.BytesIO(body)
-        names = tables_of(body, environ.get("HTTP_X_AMZ_TARGET", ""), environ.get("HTTP_CONTENT_ENCODING", ""))
+        names = tables_of(body, target, environ.get("HTTP_CONTENT_ENCODING", ""))
         locks = [_table_lock(name) for name in sorted(names)]  # in one order: no two requests deadlock
         for lock in locks:
             lock.acquire()

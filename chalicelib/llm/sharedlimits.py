@@ -26,6 +26,7 @@ run) until it can.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 import uuid
@@ -84,6 +85,7 @@ class Plan:
     paused_until: float
     write: bool
     others_short: bool = False  # another live worker holds fewer units than its fair share
+    ending: bool = False  # every live worker's demand together is under twice the capacity (a burst's end)
 
 
 def plan(state: dict[str, Any], *, me: str, capacity: int, demand: Demand, now: float, renew: bool = False,
@@ -118,7 +120,8 @@ def plan(state: dict[str, Any], *, me: str, capacity: int, demand: Demand, now: 
     total = sum(int(e["units"]) for e in new_holders.values())
     return Plan(state={"holders": new_holders, "paused_until": paused_until}, units=units, target=target,
                 fraction=units / total if units else 0.0, paused_until=paused_until, write=write,
-                others_short=any(shares[name] > claim.held for name, claim in claims.items() if name != me))
+                others_short=any(shares[name] > claim.held for name, claim in claims.items() if name != me),
+                ending=sum(claim.demand for claim in claims.values()) < 2 * capacity)
 
 
 def _held(state: dict[str, Any], me: str, now: float) -> int:
@@ -305,14 +308,12 @@ class SharedLimits:
                 break
         else:  # the item is too busy this round: keep what the item says this worker holds, and look again soon
             held = _held(current.state, self.owner, now)
-            decided = Plan(current.state, held, held, decided.fraction, decided.paused_until, False)
-        others = [e for name, e in current.state.get("holders", {}).items() if name != self.owner and e["until"] > now]
+            decided = dataclasses.replace(decided, units=held, target=held, write=False, others_short=False)
         with self._lock:
             self._seen, self._seen_at = current, now
             self._local.target = decided.target
             self._local.others_waiting = decided.others_short
-            self._local.ending = sum(int(e["demand"]) for e in others) + min(self.capacity, demand.calls) \
-                < 2 * self.capacity
+            self._local.ending = decided.ending
         if self._failing_since is not None:
             logger.info("shared LLM limits reachable again", extra={"pool": self.key})
             self._failing_since = None
